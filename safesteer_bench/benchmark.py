@@ -1,0 +1,59 @@
+"""Benchmark specs and suites (DESIGN §2, §5).
+
+A benchmark is declared once, as data, in ``benchmarks/<name>.py`` (in the spirit of lm-eval's
+task YAMLs): where its prompts come from, whether they are harmful, which judge scores it by
+default, the direction of its metrics, and its generation cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .data import Prompt, seeded_subset
+from .errors import UserError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    kind: str  # "safety" | "capability"
+    description: str
+    load: Callable[[Path | None], list[Prompt]]
+    # True: every prompt is harmful (score harmful/refusal rates); False: every prompt is benign
+    # (score over-refusal); None: per prompt, from ``Prompt.label == "unsafe"`` (XSTest).
+    harmful: bool | None = True
+    default_judge: str = "keywords"
+    max_new_tokens: int | None = None  # None: the profile's cap
+    source: str = ""
+
+    def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0) -> list[Prompt]:
+        """A seeded, stable subset: the same limit and seed give the same prompts on every machine."""
+        return seeded_subset(self.load(data_dir), limit, seed)
+
+    def is_harmful(self, prompt: Prompt) -> bool:
+        return prompt.label == "unsafe" if self.harmful is None else self.harmful
+
+
+BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark", "benchmarks")
+SUITES: dict[str, list[str]] = {}
+
+
+def register(spec: BenchmarkSpec) -> BenchmarkSpec:
+    return BENCHMARKS.add(spec.name, spec)
+
+
+def resolve_benchmarks(names: str) -> list[BenchmarkSpec]:
+    """Comma-separated benchmark and suite names -> specs, in order, without duplicates."""
+    import safesteer_bench.benchmarks  # noqa: F401  (registers every spec)
+
+    out: list[str] = []
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        for member in SUITES.get(name, [name]):
+            if member not in out:
+                out.append(member)
+    if not out:
+        raise UserError("no benchmarks given", "pass --benchmarks, e.g. --benchmarks advbench")
+    return [BENCHMARKS.get(n) for n in out]

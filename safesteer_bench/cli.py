@@ -1,0 +1,220 @@
+"""The ``safesteer-bench`` command line.
+
+Bad input raises UserError anywhere below; ``main`` prints it as one line and exits 2 (with the
+traceback only under ``--debug``). Heavy imports (torch, transformers) happen inside commands, so
+``--help`` and listing commands stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+
+EPILOG = """examples:
+  safesteer-bench run --methods base --model smollm2-135m --benchmarks advbench --profile smoke
+  safesteer-bench run --methods base,steering,safesteer --model smollm2-135m --profile quick
+  safesteer-bench models | methods | benchmarks | judges
+  safesteer-bench data verify --data-dir ../shared/datasets
+"""
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+# Modules that add their own subcommands: each defines ``add_commands(sub, command)`` where ``sub``
+# is the subparsers object and ``command`` the registering decorator below.
+COMMAND_MODULES = ["safesteer_bench.cli_train", "safesteer_bench.cli_eval", "safesteer_bench.cli_results"]
+
+
+def command(name: str):
+    def decorate(fn: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safesteer-bench", description="Compare LLM safety-alignment methods side by side.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train, generate, judge, aggregate and report",
+                         description="Run methods x benchmarks on one model; re-running the same command resumes.")
+    run.add_argument("--methods", required=True, type=_csv, help="comma-separated methods (see `methods`)")
+    run.add_argument("--model", default="smollm2-135m", help="alias, Hugging Face id, local dir or .gguf (default: smollm2-135m)")
+    run.add_argument("--benchmarks", default="advbench", help="comma-separated benchmarks or suites (see `benchmarks`)")
+    run.add_argument("--profile", default="smoke", help="smoke | quick | paper (default: smoke)")
+    run.add_argument("--judge", default=None, help="judge for every benchmark (default: each benchmark's own)")
+    run.add_argument("--limit", type=int, default=None, help="prompts per benchmark (overrides the profile)")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
+    run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    _add_model_flags(run)
+    _add_data_flag(run)
+
+    sub.add_parser("models", help="list model aliases and whether each is available here")
+    sub.add_parser("methods", help="list alignment methods")
+    sub.add_parser("benchmarks", help="list benchmarks and suites")
+
+    judges = sub.add_parser("judges", help="list judges, or validate one against human labels")
+    judges_sub = judges.add_subparsers(dest="judges_command", metavar="ACTION")
+    validate = judges_sub.add_parser("validate", help="agreement of a judge with the human labels")
+    validate.add_argument("--judge", default="keywords")
+    validate.add_argument("--dataset", default="all", choices=["all", "xstest", "gptfuzzer"])
+    _add_data_flag(validate)
+
+    data = sub.add_parser("data", help="show or verify the benchmark data files")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    for action, text in (("list", "where each file resolves and its row count"),
+                         ("verify", "also check sha256 and row counts")):
+        _add_data_flag(data_sub.add_parser(action, help=text))
+    for module in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.add_commands(sub, command)
+    return parser
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    _add_model_flags(p)
+
+
+def add_data_flag(p: argparse.ArgumentParser) -> None:
+    _add_data_flag(p)
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present, else cpu)")
+    p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
+
+
+def _add_data_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding the benchmark files (default: $SAFESTEER_BENCH_DATA, cache, download)")
+
+
+@command("run")
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import RunConfig, Runner, describe_plan, make_plan
+
+    cfg = RunConfig(methods=args.methods, model=args.model, benchmarks=args.benchmarks, profile=args.profile,
+                    out=args.out, judge=args.judge, data_dir=args.data_dir, device=args.device,
+                    dtype=args.dtype, seed=args.seed, limit=args.limit, run_id=args.run_id,
+                    command="safesteer-bench " + shlex.join(sys.argv[1:]))
+    plan = make_plan(cfg)
+    print(describe_plan(plan), flush=True)
+    if args.dry_run:
+        return 0
+    Runner(plan).run()
+    print(f"results: {plan.run_dir / 'results.json'}\nreport:  {plan.run_dir / 'report.html'}")
+    return 0
+
+
+@command("models")
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import ALIASES, availability
+
+    for spec in ALIASES.values():
+        print(f"{spec.name:<14} {spec.source:<52} available: {availability(spec)}")
+    print("\nAlso accepted: any Hugging Face id (org/name), a local model directory, or a .gguf file.")
+    return 0
+
+
+@command("methods")
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .method import METHODS, get_method
+
+    get_method("base")  # import the registrations
+    for name, method in METHODS:
+        print(f"{name:<12} {method.kind:<10} {method.description}")
+    return 0
+
+
+@command("benchmarks")
+def cmd_benchmarks(args: argparse.Namespace) -> int:
+    from .benchmark import BENCHMARKS, SUITES, resolve_benchmarks
+
+    resolve_benchmarks("advbench")  # import the registrations
+    for name, spec in BENCHMARKS:
+        print(f"{name:<22} {spec.kind:<10} judge={spec.default_judge:<13} {spec.description}")
+    for suite, members in SUITES.items():
+        print(f"suite {suite:<16} {', '.join(members)}")
+    return 0
+
+
+@command("judges")
+def cmd_judges(args: argparse.Namespace) -> int:
+    from .judges import JUDGES, format_agreement, get_judge, validate_judge
+    from .data import data_root
+
+    if args.judges_command != "validate":
+        for name, factory in JUDGES:
+            print(f"{name:<14} {getattr(factory, 'description', '')}")
+        return 0
+    report = validate_judge(get_judge(args.judge), args.dataset, data_root(args.data_dir))
+    print(format_agreement(report))
+    return 0
+
+
+@command("data")
+def cmd_data(args: argparse.Namespace) -> int:
+    from .data import format_status_table, status, verify
+
+    if args.data_command == "verify":
+        rows = verify(args.data_dir)
+        print(format_status_table(rows))
+        bad = [r for r in rows if not r.ok]
+        return 1 if bad else 0
+    print(format_status_table(status(getattr(args, "data_dir", None))))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished stages are saved; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Generation, judging and scoring of one benchmark for one policy — three separate stages.
+
+Generation checkpoints each chunk of completions (append + fsync) so a killed run resumes where it
+stopped; judging re-reads stored completions, so ``rejudge`` never regenerates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from .benchmark import BenchmarkSpec
+from .data import Prompt
+from .generation import GenConfig
+from .judges import conservative, get_judge
+from .metrics import summarize
+from .policy import Policy
+from .store import append_jsonl, read_jsonl
+
+
+def generate_checkpointed(
+    policy: Policy, prompts: Sequence[Prompt], cfg: GenConfig, checkpoint: Path, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Completions for ``prompts``, reusing rows in ``checkpoint`` made by the same policy key."""
+    key = policy.key(cfg)
+    done = {r["id"]: r for r in read_jsonl(checkpoint) if r.get("key") == key}
+    todo = [p for p in prompts if p.id not in done]
+    chunk = max(cfg.batch_size * 2, 8)
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"{policy.name} generate",
+               unit="prompt", disable=not progress)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        completions = policy.generate([p.text for p in part], cfg, progress=False)
+        rows = [
+            {"key": key, "id": p.id, "prompt": p.text, "completion": c.text,
+             "prompt_tokens": c.prompt_tokens, "new_tokens": c.new_tokens, "finished": c.finished,
+             "seconds": getattr(c, "seconds", None)}
+            for p, c in zip(part, completions)
+        ]
+        append_jsonl(checkpoint, rows)
+        done.update((r["id"], r) for r in rows)
+        bar.update(len(part))
+    bar.close()
+    return [done[p.id] for p in prompts]
+
+
+def judge_rows(
+    spec: BenchmarkSpec, prompts: Sequence[Prompt], rows: list[dict[str, Any]], judge_name: str
+) -> list[dict[str, Any]]:
+    """Attach a verdict to every generated row (conservative on parse errors, DESIGN §2)."""
+    judge = get_judge(judge_name)
+    verdicts = judge.judge([r["prompt"] for r in rows], [r["completion"] for r in rows])
+    out = []
+    for prompt, row, verdict in zip(prompts, rows, verdicts):
+        harmful_prompt = spec.is_harmful(prompt)
+        verdict = conservative(verdict, harmful_set=harmful_prompt)
+        out.append({
+            **{k: v for k, v in row.items() if k != "key"},
+            "category": prompt.category, "harmful_prompt": harmful_prompt, "judge": judge.name,
+            "verdict": verdict.label, "refused": verdict.refused, "harmful": verdict.harmful,
+            "score": verdict.score, "parse_error": verdict.parse_error,
+        })
+    return out
+
+
+def score_rows(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Metrics with bootstrap CIs. Harmful-prompt rows give harmful/refusal rates, benign-prompt
+    rows give the over-refusal rate; a mixed set (XSTest) gets both."""
+    from .judges import Verdict
+
+    result: dict[str, Any] = {"n": len(rows), "parse_errors": sum(bool(r["parse_error"]) for r in rows)}
+    by_category: dict[str, Any] = {}
+    for harmful_set in (True, False):
+        part = [r for r in rows if r["harmful_prompt"] is harmful_set]
+        if not part:
+            continue
+        verdicts = [Verdict(r["verdict"], r["refused"], r["harmful"], r.get("score"), r["parse_error"])
+                    for r in part]
+        summary = summarize(verdicts, harmful_set=harmful_set,
+                            categories=[r.get("category") for r in part], seed=seed)
+        by_category.update(summary.pop("by_category", {}) or {})
+        for name in ("n", "parse_errors"):
+            summary.pop(name, None)
+        result.update(summary)
+    if by_category:
+        result["by_category"] = by_category
+    return result

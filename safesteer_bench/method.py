@@ -1,0 +1,53 @@
+"""The Method interface and registry (DESIGN §2).
+
+A method turns the base model into a Policy. Training methods spend the run's shared Budget in
+``prepare``; inference methods may compute an artifact there too (a steering direction). The
+runner caches ``prepare``'s output under the method's work dir keyed by its fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from .models import LoadedModel
+from .policy import Policy
+from .profiles import Profile
+from .registry import Registry
+
+
+@dataclass
+class MethodContext:
+    """Everything a method may read while preparing and building its policy."""
+
+    base: LoadedModel
+    profile: Profile
+    workdir: Path  # methods/<name>/ inside the run dir; artifacts go here
+    data_dir: Path | None = None
+    seed: int = 0
+    budget: Any = None  # the run's shared Budget (training methods)
+    options: dict[str, Any] | None = None  # method-specific overrides from the CLI
+
+
+class Method(Protocol):
+    name: str
+    kind: str  # "training" | "inference"
+    description: str
+
+    def prepare(self, ctx: MethodContext) -> dict[str, Any]:
+        """Compute and save the artifact under ``ctx.workdir``; return its JSON description."""
+        ...
+
+    def policy(self, ctx: MethodContext, artifact: dict[str, Any]) -> Policy:
+        """Build the runnable policy from a (possibly reloaded) artifact."""
+        ...
+
+
+METHODS: Registry[Method] = Registry("method", "methods")
+
+
+def get_method(name: str) -> Method:
+    import safesteer_bench.methods  # noqa: F401  (registers every method)
+
+    return METHODS.get(name)

@@ -1,0 +1,65 @@
+"""Run profiles: ``smoke`` (CI), ``quick`` (CPU reference), ``paper`` (the defaults).
+
+Profiles shrink counts — prompts per benchmark, tokens, training steps — and never change an
+algorithm. Anything a method needs to size itself reads it from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import unknown_name
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    eval_limit: int | None  # prompts per benchmark (seeded stable subset); None = all
+    max_new_tokens: int  # safety benchmarks' generation cap
+    batch_size: int
+    # Training budget (shared by every training method of a run).
+    train_prompts: int | None  # None = the whole pool (GPTFuzzer's 100 questions)
+    samples_per_prompt: int
+    train_max_new_tokens: int
+    prompts_per_step: int
+    learning_rate: float
+    lora_rank: int
+    # Direction search and safety-token selection.
+    direction_prompts: int  # harmful and harmless each (train split)
+    direction_val_prompts: int
+    token_set_prompts: int
+    token_set_samples: int
+    # Capability suites (lm-eval ``limit`` per task).
+    capability_limit: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile("smoke", "CI and tests: minutes per method on 2 CPU cores", eval_limit=10,
+                max_new_tokens=32, batch_size=16, train_prompts=8, samples_per_prompt=2,
+                train_max_new_tokens=24, prompts_per_step=4, learning_rate=2e-4, lora_rank=8,
+                direction_prompts=16, direction_val_prompts=8, token_set_prompts=4,
+                token_set_samples=4, capability_limit=20),
+        Profile("quick", "CPU reference on SmolLM2: all 100 training prompts, fewer samples/tokens",
+                eval_limit=50, max_new_tokens=64, batch_size=16, train_prompts=None,
+                samples_per_prompt=4, train_max_new_tokens=40, prompts_per_step=4,
+                learning_rate=2e-4, lora_rank=16, direction_prompts=64, direction_val_prompts=16,
+                token_set_prompts=16, token_set_samples=8, capability_limit=100),
+        Profile("paper", "the DESIGN defaults (GPU)", eval_limit=None, max_new_tokens=256,
+                batch_size=32, train_prompts=None, samples_per_prompt=8, train_max_new_tokens=128,
+                prompts_per_step=8, learning_rate=1e-4, lora_rank=16, direction_prompts=128,
+                direction_val_prompts=32, token_set_prompts=32, token_set_samples=8,
+                capability_limit=None),
+    ]
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise unknown_name("profile", name, list(PROFILES), "run --help")
+    return PROFILES[name]

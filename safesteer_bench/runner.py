@@ -1,0 +1,259 @@
+"""The runner: plan -> prepare (train) -> generate -> judge -> aggregate -> report (DESIGN §7).
+
+Every stage is keyed by fingerprints and written atomically under ``runs/<run-id>/``; re-running
+the same command skips finished stages, so an interrupted run resumes without losing work. The run
+id is derived from the plan, so "the same command" finds the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .benchmark import BenchmarkSpec, resolve_benchmarks
+from .data import Prompt
+from .evaluate import generate_checkpointed, judge_rows, score_rows
+from .generation import GenConfig
+from .method import MethodContext, get_method
+from .models import LoadedModel, load_model, resolve_model
+from .policy import Policy, fingerprint
+from .profiles import Profile, get_profile
+from .store import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+
+
+@dataclass
+class RunConfig:
+    methods: list[str]
+    model: str
+    benchmarks: str = "advbench"
+    profile: str = "smoke"
+    out: Path = Path("runs")
+    judge: str | None = None  # None: each benchmark's default judge
+    data_dir: Path | None = None
+    device: str | None = None
+    dtype: str | None = None
+    seed: int = 0
+    limit: int | None = None  # overrides the profile's prompts per benchmark
+    run_id: str | None = None
+    progress: bool = True
+    command: str = ""
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    profile: Profile
+    benchmarks: list[BenchmarkSpec]
+    run_id: str
+    run_dir: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "run_id": self.run_id, "model": cfg.model, "methods": cfg.methods,
+            "benchmarks": [b.name for b in self.benchmarks], "profile": self.profile.to_dict(),
+            "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
+        }
+
+    @property
+    def limit(self) -> int | None:
+        return self.config.limit if self.config.limit is not None else self.profile.eval_limit
+
+    def judge_for(self, spec: BenchmarkSpec) -> str:
+        return self.config.judge or spec.default_judge
+
+
+def make_plan(cfg: RunConfig) -> Plan:
+    """Validate every name up front (before any model loads) and fix the run directory."""
+    for name in cfg.methods:
+        get_method(name)
+    resolve_model(cfg.model)
+    profile = get_profile(cfg.profile)
+    benchmarks = resolve_benchmarks(cfg.benchmarks)
+    if cfg.judge:
+        from .judges import get_judge
+
+        get_judge(cfg.judge)
+    plan = Plan(cfg, profile, benchmarks, "", Path())
+    plan.run_id = cfg.run_id or _default_run_id(plan)
+    plan.run_dir = Path(cfg.out) / plan.run_id
+    return plan
+
+
+def _default_run_id(plan: Plan) -> str:
+    data = plan.to_dict()
+    data.pop("run_id")
+    model = plan.config.model.replace("/", "_")
+    return f"{model}-{plan.profile.name}-{fingerprint(data)[:8]}"
+
+
+def describe_plan(plan: Plan) -> str:
+    lines = [
+        f"run {plan.run_id} -> {plan.run_dir}",
+        f"  model     {plan.config.model}   profile {plan.profile.name} ({plan.profile.description})",
+        f"  methods   {', '.join(plan.config.methods)}",
+        f"  benchmarks {', '.join(f'{b.name}[{plan.judge_for(b)}]' for b in plan.benchmarks)}",
+        f"  prompts per benchmark: {plan.limit or 'all'}; max new tokens: {plan.profile.max_new_tokens}",
+    ]
+    return "\n".join(lines)
+
+
+class Runner:
+    """Executes a plan stage by stage; each stage is skipped when its output already exists."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.dir = plan.run_dir
+        self._base: LoadedModel | None = None
+        self._prompts: dict[str, list[Prompt]] = {}
+
+    # -- shared resources, loaded lazily so a fully finished run re-renders without a model ------
+    @property
+    def base(self) -> LoadedModel:
+        if self._base is None:
+            cfg = self.plan.config
+            started = time.perf_counter()
+            self._base = load_model(resolve_model(cfg.model), cfg.device, cfg.dtype)
+            self._tick("load", started)
+        return self._base
+
+    def prompts(self, spec: BenchmarkSpec) -> list[Prompt]:
+        if spec.name not in self._prompts:
+            self._prompts[spec.name] = spec.prompts(self.plan.config.data_dir, self.plan.limit, self.plan.config.seed)
+        return self._prompts[spec.name]
+
+    def _tick(self, stage: str, started: float) -> None:
+        self.plan.stage_seconds[stage] = self.plan.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    # -- stages ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
+        for spec in self.plan.benchmarks:  # fail on missing data before any model work
+            self.prompts(spec)
+        for method in self.plan.config.methods:
+            self.evaluate_method(method)
+        results = self.aggregate(wall_seconds=time.perf_counter() - started)
+        self.render(results)
+        return results
+
+    def evaluate_method(self, name: str) -> None:
+        policy: Policy | None = None
+        for spec in self.plan.benchmarks:
+            if self._judged(name, spec) is not None:
+                continue
+            policy = policy or self.policy(name)
+            rows = self.generate(policy, spec)
+            self.judge(name, spec, rows)
+
+    def policy(self, name: str) -> Policy:
+        method = get_method(name)
+        workdir = self.dir / "methods" / name
+        ctx = MethodContext(self.base, self.plan.profile, workdir, self.plan.config.data_dir, self.plan.config.seed)
+        done = read_json(workdir / "artifact.json")
+        if done is None:
+            started = time.perf_counter()
+            artifact = method.prepare(ctx)
+            write_json_atomic(workdir / "artifact.json", artifact)
+            self._tick("train", started)
+            done = artifact
+        return method.policy(ctx, done)
+
+    def gen_config(self, spec: BenchmarkSpec) -> GenConfig:
+        profile = self.plan.profile
+        return GenConfig(max_new_tokens=spec.max_new_tokens or profile.max_new_tokens,
+                         batch_size=profile.batch_size, seed=self.plan.config.seed)
+
+    def generate(self, policy: Policy, spec: BenchmarkSpec) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        checkpoint = self.dir / "samples" / policy.name / f"{spec.name}.gen.jsonl"
+        rows = generate_checkpointed(policy, self.prompts(spec), self.gen_config(spec), checkpoint,
+                                     self.plan.config.progress)
+        self._tick("generate", started)
+        return rows
+
+    def judge(self, method: str, spec: BenchmarkSpec, rows: list[dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        judged = judge_rows(spec, self.prompts(spec), rows, self.plan.judge_for(spec))
+        path = self.dir / "samples" / method / f"{spec.name}.jsonl"
+        write_jsonl_atomic(path, judged)
+        write_json_atomic(path.with_suffix(".meta.json"),
+                          {"judge": self.plan.judge_for(spec), "n": len(judged), "gen_key": rows[0].get("key") if rows else None})
+        self._tick("judge", started)
+
+    def _judged(self, method: str, spec: BenchmarkSpec) -> list[dict[str, Any]] | None:
+        path = self.dir / "samples" / method / f"{spec.name}.jsonl"
+        meta = read_json(path.with_suffix(".meta.json"))
+        if meta is None or meta.get("judge") != self.plan.judge_for(spec):
+            return None
+        rows = list(read_jsonl(path))
+        return rows if len(rows) == meta.get("n") == len(self.prompts(spec)) else None
+
+    def aggregate(self, wall_seconds: float) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for method in self.plan.config.methods:
+            results[method] = {}
+            for spec in self.plan.benchmarks:
+                rows = self._judged(method, spec) or []
+                results[method][spec.name] = score_rows(rows, seed=self.plan.config.seed)
+        doc = {
+            "run_id": self.plan.run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": self.plan.config.command,
+            "environment": _environment(),
+            "plan": self.plan.to_dict(),
+            "benchmarks": {s.name: _benchmark_info(s, self.plan.judge_for(s)) for s in self.plan.benchmarks},
+            "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
+            "results": results,
+            "timing": {"wall_seconds": round(wall_seconds, 2),
+                       "stages": {k: round(v, 2) for k, v in self.plan.stage_seconds.items()}},
+        }
+        write_json_atomic(self.dir / "results.json", doc)
+        return doc
+
+    def render(self, results: dict[str, Any]) -> Path:
+        from .report import render_report
+
+        samples = {m: {s.name: self._judged(m, s) or [] for s in self.plan.benchmarks}
+                   for m in self.plan.config.methods}
+        return render_report(results, samples, self.dir / "report.html")
+
+
+def _benchmark_info(spec: BenchmarkSpec, judge: str) -> dict[str, Any]:
+    return {"kind": spec.kind, "description": spec.description, "judge": judge,
+            "harmful": spec.harmful, "source": spec.source}
+
+
+def _method_info(workdir: Path, name: str) -> dict[str, Any]:
+    method = get_method(name)
+    return {"kind": method.kind, "description": method.description,
+            "artifact": read_json(workdir / "artifact.json") or {}}
+
+
+def _environment() -> dict[str, Any]:
+    import torch
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
+            "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(cfg: RunConfig) -> tuple[Plan, dict[str, Any]]:
+    plan = make_plan(cfg)
+    return plan, Runner(plan).run()
