@@ -21,16 +21,19 @@ class BenchmarkSpec:
     name: str
     kind: str  # "safety" | "capability"
     description: str
-    load: Callable[[Path | None], list[Prompt]]
+    load: Callable[[Path | None], list[Prompt]] | None = None  # safety: the prompts
     # True: every prompt is harmful (score harmful/refusal rates); False: every prompt is benign
     # (score over-refusal); None: per prompt, from ``Prompt.label == "unsafe"`` (XSTest).
     harmful: bool | None = True
     default_judge: str = "keywords"
     max_new_tokens: int | None = None  # None: the profile's cap
     source: str = ""
+    task: str | None = None  # capability: the lm-eval task name (local YAML) it runs
 
     def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0) -> list[Prompt]:
         """A seeded, stable subset: the same limit and seed give the same prompts on every machine."""
+        if self.load is None:
+            raise ValueError(f"benchmark {self.name} has no prompt loader (kind={self.kind})")
         return seeded_subset(self.load(data_dir), limit, seed)
 
     def is_harmful(self, prompt: Prompt) -> bool:

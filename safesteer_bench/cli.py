@@ -162,14 +162,16 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 
 @command("judges")
 def cmd_judges(args: argparse.Namespace) -> int:
+    from .data import resolve
     from .judges import JUDGES, format_agreement, get_judge, validate_judge
-    from .data import data_root
 
     if args.judges_command != "validate":
         for name, factory in JUDGES:
             print(f"{name:<14} {getattr(factory, 'description', '')}")
         return 0
-    report = validate_judge(get_judge(args.judge), args.dataset, data_root(args.data_dir))
+    # The labelled files sit at <root>/xstest/labeled_completions/…; resolving one finds the root.
+    root = resolve("xstest-labeled-gpt4", args.data_dir).path.parents[2]
+    report = validate_judge(get_judge(args.judge), args.dataset, root)
     print(format_agreement(report))
     return 0
 

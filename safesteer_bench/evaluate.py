@@ -19,6 +19,9 @@ from .metrics import summarize
 from .policy import Policy
 from .store import append_jsonl, read_jsonl
 
+# Prompts per checkpointed chunk: small enough that a kill loses little, large enough to batch well.
+CHUNK_PROMPTS = 64
+
 
 def generate_checkpointed(
     policy: Policy, prompts: Sequence[Prompt], cfg: GenConfig, checkpoint: Path, progress: bool = True
@@ -27,7 +30,7 @@ def generate_checkpointed(
     key = policy.key(cfg)
     done = {r["id"]: r for r in read_jsonl(checkpoint) if r.get("key") == key}
     todo = [p for p in prompts if p.id not in done]
-    chunk = max(cfg.batch_size * 2, 8)
+    chunk = max(CHUNK_PROMPTS, 1)
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"{policy.name} generate",
                unit="prompt", disable=not progress)
     for start in range(0, len(todo), chunk):

@@ -28,6 +28,13 @@ class MethodContext:
     seed: int = 0
     budget: Any = None  # the run's shared Budget (training methods)
     options: dict[str, Any] | None = None  # method-specific overrides from the CLI
+    shared_dir: Path | None = None  # run-level folder for artifacts several methods reuse
+
+    def __post_init__(self) -> None:
+        # The steering direction is computed once per run and shared by the steering baseline and
+        # every teacher-based method, so it lives beside the per-method folders.
+        if self.shared_dir is None:
+            self.shared_dir = self.workdir.parent / "_shared"
 
 
 class Method(Protocol):
@@ -50,4 +57,5 @@ METHODS: Registry[Method] = Registry("method", "methods")
 def get_method(name: str) -> Method:
     import safesteer_bench.methods  # noqa: F401  (registers every method)
 
-    return METHODS.get(name)
+    method = METHODS.get(name)
+    return method() if isinstance(method, type) else method
