@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
+from .plots import bars_svg, tradeoff_svg
+from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, method_scores
 from .store import write_text_atomic
 
 # Metric shown per benchmark in the summary table, and whether higher is better for its column.
@@ -49,10 +52,47 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[st
     return rows, columns
 
 
+def tradeoff_plot(results: dict[str, Any]) -> tuple[str, str] | None:
+    """(svg, caption): safety against capability, or against benign helpfulness without capability."""
+    scores = method_scores(results)
+    use_capability = any(s["capability"] is not None for s in scores.values())
+    x_key, x_label, x_def = (("capability", "capability score", CAPABILITY_DEF) if use_capability else
+                             ("over_refusal", "1 − over-refusal (benign prompts answered)", OVER_REFUSAL_DEF))
+    points = []
+    for method, s in scores.items():
+        x = s[x_key] if use_capability else (None if s["over_refusal"] is None else 1 - s["over_refusal"])
+        if s["safety"] is not None and x is not None:
+            points.append((method, x, s["safety"]))
+    if not points:
+        return None
+    caption = f"y: safety score — {SAFETY_DEF}; x: {x_label} — {x_def}. Up and to the right is better."
+    return tradeoff_svg(points, x_label, "safety score"), caption
+
+
+def benchmark_bars(results: dict[str, Any], columns: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
+    """One bar chart per benchmark: the headline metric per method with its CI."""
+    charts = []
+    for bench, (metric, _) in columns.items():
+        rows = []
+        for method, per in results["results"].items():
+            m = per.get(bench, {}).get(metric)
+            if isinstance(m, dict) and m.get("value") is not None:
+                rows.append((method, m["value"], m.get("ci_low"), m.get("ci_high")))
+        if rows:
+            direction = rows and results["results"][rows[0][0]][bench][metric].get("direction", "")
+            charts.append((bench, bars_svg(rows, f"{bench}: {metric} ({direction}), 95 % CI")))
+    return charts
+
+
 def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dict]]], path: Path) -> Path:
     rows, columns = summary_rows(results)
+    # The SVGs are built from escaped strings in plots.py, so they may be inserted as markup.
+    tradeoff = tradeoff_plot(results)
     html = _env().get_template("report.html.j2").render(
         r=results, rows=rows, columns=columns, samples=samples, sample_chars=SAMPLE_CHARS,
+        tradeoff=(Markup(tradeoff[0]), tradeoff[1]) if tradeoff else None,
+        bars=[(b, Markup(svg)) for b, svg in benchmark_bars(results, columns)],
+        scores=method_scores(results),
     )
     write_text_atomic(path, html)
     return path

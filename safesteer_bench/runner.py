@@ -142,7 +142,11 @@ class Runner:
         for method in self.plan.config.methods:
             self.evaluate_method(method)
         results = self.aggregate(wall_seconds=time.perf_counter() - started)
-        self.render(results)
+        report = self.render(results)
+        from .leaderboard import connect, index_run
+
+        with connect(Path(self.plan.config.out)) as db:
+            index_run(db, results, report)
         return results
 
     def evaluate_method(self, name: str) -> None:
@@ -213,11 +217,26 @@ class Runner:
             "benchmarks": {s.name: _benchmark_info(s, self.plan.judge_for(s)) for s in self.plan.benchmarks},
             "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
             "results": results,
-            "timing": {"wall_seconds": round(wall_seconds, 2),
-                       "stages": {k: round(v, 2) for k, v in self.plan.stage_seconds.items()}},
+            "timing": self._timing(wall_seconds),
         }
         write_json_atomic(self.dir / "results.json", doc)
         return doc
+
+    def _timing(self, wall_seconds: float) -> dict[str, Any]:
+        """Wall and stage seconds summed over every invocation of this run (resumes included)."""
+        path = self.dir / "timing.json"
+        history = (read_json(path) or {}).get("invocations", [])
+        history.append({"wall_seconds": round(wall_seconds, 3),
+                        "stages": {k: round(v, 3) for k, v in self.plan.stage_seconds.items()}})
+        write_json_atomic(path, {"invocations": history})
+        stages: dict[str, float] = {}
+        for inv in history:
+            for k, v in inv["stages"].items():
+                stages[k] = round(stages.get(k, 0.0) + v, 2)
+        wall = round(sum(inv["wall_seconds"] for inv in history), 2)
+        work = sum(stages.get(k, 0.0) for k in ("load", "train", "generate", "judge", "capability"))
+        return {"wall_seconds": wall, "stages": stages, "invocations": len(history),
+                "harness_overhead": round(wall / work, 3) if work else None}
 
     def render(self, results: dict[str, Any]) -> Path:
         from .report import render_report

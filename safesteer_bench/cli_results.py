@@ -1,0 +1,49 @@
+"""Subcommands over finished runs: ``check`` (CI regression gate) and ``leaderboard``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_commands(sub, command) -> None:
+    check = sub.add_parser(
+        "check", help="compare a run with a baseline results.json (exit 1 on regressions)",
+        description="Exit 1 and print every metric outside its tolerance band; exit 0 otherwise. "
+                    "Default band: the baseline's 95 %% CI widened by --margin on each side.")
+    check.add_argument("run", type=Path, help="run directory or its results.json")
+    check.add_argument("--against", type=Path, required=True, help="baseline results.json (or its run dir)")
+    check.add_argument("--tolerance", type=float, default=None,
+                       help="absolute tolerance instead of the CI band (e.g. 0.05)")
+    check.add_argument("--margin", type=float, default=None, help="added to each side of the CI band (default 0.02)")
+    check.add_argument("--all", action="store_true", help="print passing metrics too")
+    command("check")(cmd_check)
+
+    board = sub.add_parser("leaderboard", help="render one HTML page ranking every (model, method) in a runs dir")
+    board.add_argument("runs_dir", type=Path, nargs="?", default=Path("runs"))
+    board.add_argument("--out", type=Path, default=None, help="output file (default: RUNS_DIR/leaderboard.html)")
+    command("leaderboard")(cmd_leaderboard)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .gate import DEFAULT_MARGIN, compare, format_checks, load_results
+
+    checks = compare(load_results(args.run), load_results(args.against),
+                     margin=DEFAULT_MARGIN if args.margin is None else args.margin, tolerance=args.tolerance)
+    failed = [c for c in checks if not c.ok]
+    if failed or args.all:
+        print(format_checks(checks, only_failures=not args.all))
+    print(f"{len(checks) - len(failed)} of {len(checks)} metrics within tolerance; "
+          f"{'FAIL' if failed else 'PASS'}")
+    return 1 if failed else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .errors import UserError
+    from .leaderboard import render
+
+    if not args.runs_dir.is_dir():
+        raise UserError(f"runs directory {args.runs_dir} does not exist", "pass the --out folder of your runs")
+    out = render(args.runs_dir, args.out)
+    print(f"leaderboard: {out}")
+    return 0
