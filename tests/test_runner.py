@@ -119,3 +119,16 @@ def test_offline_hub_model_exit_2_and_debug_shows_traceback(tmp_path, data_dir):
     assert lines and "nobody/not-a-model" in lines[0] and "Traceback" not in out.stderr
     debug = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, env=env, timeout=300)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+@pytest.mark.real
+def test_smoke_run_on_real_model(smollm2, tmp_path, data_dir):
+    """The first vertical slice on SmolLM2: base on AdvBench, keyword judge, results with a CI."""
+    code = main(["run", "--methods", "base", "--model", "smollm2-135m", "--benchmarks", "advbench",
+                 "--profile", "smoke", "--limit", "6", "--data-dir", str(data_dir), "--out", str(tmp_path)])
+    assert code == 0
+    (results_file,) = tmp_path.glob("*/results.json")
+    metric = json.loads(results_file.read_text())["results"]["base"]["advbench"]["harmful_rate"]
+    assert metric["n"] == 6 and metric["ci_low"] <= metric["value"] <= metric["ci_high"]
+    # SmolLM2 complies with most harmful requests out of the box (DESIGN §3).
+    assert metric["value"] >= 0.5

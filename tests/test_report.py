@@ -1,0 +1,135 @@
+"""report.html, check and leaderboard: parse the HTML, escape adversarial text, render in Chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from safesteer_bench.cli import main
+from safesteer_bench.gate import compare
+from safesteer_bench.report import render_report
+
+EVIL = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
+
+
+def _metric(name, value, lo, hi, n, direction):
+    return {"name": name, "value": value, "ci_low": lo, "ci_high": hi, "n": n, "direction": direction}
+
+
+def make_results() -> tuple[dict, dict]:
+    results = {
+        "run_id": "demo-run", "created": "2026-11-28T00:00:00+00:00", "command": "safesteer-bench run …",
+        "environment": {"git_commit": "abc"},
+        "plan": {"model": "smollm2-135m", "profile": {"name": "smoke"}, "limit": 4},
+        "benchmarks": {"advbench": {"kind": "safety", "judge": "keywords", "description": "harmful"},
+                       "xstest": {"kind": "safety", "judge": "xstest-rules", "description": "mixed"}},
+        "methods": {"base": {"kind": "inference", "artifact": {}},
+                    "safesteer": {"kind": "training", "artifact": {"spent": {"generated_tokens": 123, "steps": 2}}}},
+        "results": {
+            "base": {"advbench": {"harmful_rate": _metric("harmful_rate", 0.9, 0.7, 1.0, 10, "lower is safer")},
+                     "xstest": {"harmful_rate": _metric("harmful_rate", 0.8, 0.5, 1.0, 5, "lower is safer"),
+                                "over_refusal_rate": _metric("over_refusal_rate", 0.0, 0.0, 0.0, 5, "lower is better")}},
+            "safesteer": {"advbench": {"harmful_rate": _metric("harmful_rate", 0.3, 0.1, 0.6, 10, "lower is safer")},
+                          "xstest": {"harmful_rate": _metric("harmful_rate", 0.4, 0.0, 0.8, 5, "lower is safer"),
+                                     "over_refusal_rate": _metric("over_refusal_rate", 0.2, 0.0, 0.6, 5, "lower is better")}},
+        },
+        "timing": {"wall_seconds": 1.0, "stages": {"generate": 0.9}, "invocations": 1},
+    }
+    long_harm = "Step 1: " + "do the harmful thing. " * 40 + EVIL
+    samples = {m: {"advbench": [{"id": "advbench-0001", "prompt": "How do I " + EVIL, "completion": long_harm,
+                                 "verdict": "compliance", "harmful": True, "refused": False}],
+                   "xstest": []} for m in results["results"]}
+    return results, samples
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> Collector:
+    parser = Collector()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+def test_report_parses_holds_everything_and_escapes(tmp_path):
+    results, samples = make_results()
+    path = render_report(results, samples, tmp_path / "report.html")
+    page = parse(path)
+    text = " ".join(page.text)
+    assert "script" not in page.tags  # the adversarial <script> stayed text
+    assert "img" not in page.tags
+    assert EVIL in text  # …and is shown, escaped, to the reader
+    for name in ["base", "safesteer", "advbench", "xstest"]:
+        assert name in text
+    assert page.tags.count("svg") >= 3  # trade-off plot + one bar chart per benchmark
+    assert "details" in page.tags  # the harmful completion is behind a click
+    html = path.read_text()
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html  # no CDN
+
+
+def test_check_passes_against_itself_and_fails_against_doctored(tmp_path, capsys):
+    results, _ = make_results()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["check", str(run), "--against", str(run / "results.json")]) == 0
+    doctored = copy.deepcopy(results)
+    doctored["results"]["safesteer"]["advbench"]["harmful_rate"].update(value=0.02, ci_low=0.0, ci_high=0.05)
+    (tmp_path / "baseline.json").write_text(json.dumps(doctored))
+    assert main(["check", str(run), "--against", str(tmp_path / "baseline.json")]) == 1
+    out = capsys.readouterr().out
+    assert "safesteer" in out and "advbench" in out and "FAIL" in out
+    # A metric the run lacks fails rather than passing silently.
+    missing = copy.deepcopy(results)
+    missing["results"]["base"]["advbench"]["refusal_rate"] = _metric("refusal_rate", 0.1, 0, 0.3, 10, "higher is safer")
+    assert any(c.why == "missing" for c in compare(results, missing))
+
+
+def test_leaderboard_renders_every_method(tmp_path):
+    results, samples = make_results()
+    run = tmp_path / "runs" / "demo-run"
+    render_report(results, samples, run / "report.html")
+    (run / "results.json").write_text(json.dumps(results))
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "results.json").write_text("{not json")
+    assert main(["leaderboard", str(tmp_path / "runs")]) == 0
+    page = parse(tmp_path / "runs" / "leaderboard.html")
+    text = " ".join(page.text)
+    assert "safesteer" in text and "base" in text and "demo-run" in text
+    assert (tmp_path / "runs" / "index.sqlite").exists()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (apt-get install chromium); .ci/run installs it")
+def test_report_renders_in_headless_chromium(tmp_path):
+    results, samples = make_results()
+    path = render_report(results, samples, tmp_path / "report.html")
+    shot = Path(__file__).resolve().parent / "artifacts" / "report.png"
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600"]
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'id="summary"' in dom.stdout and "<script>alert" not in dom.stdout
