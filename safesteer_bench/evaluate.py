@@ -6,6 +6,7 @@ stopped; judging re-reads stored completions, so ``rejudge`` never regenerates.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,22 +21,63 @@ from .policy import Policy
 from .store import append_jsonl, read_jsonl
 
 # Prompts per checkpointed chunk: small enough that a kill loses little, large enough to batch well.
-CHUNK_PROMPTS = 64
+CHUNK_PROMPTS = int(os.environ.get("SAFESTEER_BENCH_CHUNK", "64"))
+
+
+#: How safety benchmarks generate: ``inspect`` (default; each chunk runs as an inspect-ai Task
+#: through the ``safesteer`` provider, with an ``.eval`` log) or ``bare`` (``policy.generate``
+#: directly; for throughput comparisons and debugging). Overridden per call by ``generation=``.
+ENV_GENERATION = "SAFESTEER_BENCH_GENERATION"
+GENERATION_PATHS = ("inspect", "bare")
+
+
+def generation_path(explicit: str | None = None) -> str:
+    """The generation path to use: ``explicit``, else ``$SAFESTEER_BENCH_GENERATION``, else inspect."""
+    from .errors import UserError
+
+    path = (explicit or os.environ.get(ENV_GENERATION) or "inspect").strip().lower()
+    if path not in GENERATION_PATHS:
+        raise UserError(f"unknown generation path '{path}' ({ENV_GENERATION})",
+                        f"use one of: {', '.join(GENERATION_PATHS)}")
+    return path
 
 
 def generate_checkpointed(
-    policy: Policy, prompts: Sequence[Prompt], cfg: GenConfig, checkpoint: Path, progress: bool = True
+    policy: Policy, prompts: Sequence[Prompt], cfg: GenConfig, checkpoint: Path, progress: bool = True,
+    *, generation: str | None = None, log_dir: Path | None = None, task_name: str | None = None,
+    scorer_judge: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Completions for ``prompts``, reusing rows in ``checkpoint`` made by the same policy key."""
+    """Completions for ``prompts``, reusing rows in ``checkpoint`` made by the same policy key.
+
+    Each chunk of ``CHUNK_PROMPTS`` unfinished prompts is generated, then appended to the
+    checkpoint (fsync) before the next starts. On the ``inspect`` path (see
+    :func:`generation_path`) a chunk is one inspect-ai Task run through the ``safesteer``
+    provider, its ``.eval`` log written to ``log_dir`` (default: ``<run dir>/inspect`` for a
+    checkpoint at ``<run dir>/samples/<method>/<benchmark>.gen.jsonl``); ``task_name`` defaults
+    to the benchmark name taken from the checkpoint file name. Rows are the same on both paths.
+    """
+    path = generation_path(generation)
     key = policy.key(cfg)
     done = {r["id"]: r for r in read_jsonl(checkpoint) if r.get("key") == key}
     todo = [p for p in prompts if p.id not in done]
     chunk = max(CHUNK_PROMPTS, 1)
+    if path == "inspect":
+        task_name = task_name or checkpoint.name.split(".")[0]
+        if log_dir is None:
+            log_dir = checkpoint.parent.parent.parent / "inspect" if checkpoint.parent.parent.name == "samples" \
+                else checkpoint.parent / "inspect"
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=f"{policy.name} generate",
                unit="prompt", disable=not progress)
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        completions = policy.generate([p.text for p in part], cfg, progress=False)
+        if path == "inspect":
+            from .inspect_provider import run_task
+
+            completions = run_task(policy, list(part), cfg, task_name=task_name, log_dir=str(log_dir),
+                                   metadata={"chunk": start // chunk},
+                                   scorer_judge=scorer_judge).completions
+        else:
+            completions = policy.generate([p.text for p in part], cfg, progress=False)
         rows = [
             {"key": key, "id": p.id, "prompt": p.text, "completion": c.text,
              "prompt_tokens": c.prompt_tokens, "new_tokens": c.new_tokens, "finished": c.finished,

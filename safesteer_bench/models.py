@@ -123,7 +123,7 @@ def availability(spec: ModelSpec) -> str:
     path = locate(spec)
     if path:
         return f"yes ({path})"
-    return "download on first use (needs network or HF_HOME with the snapshot)"
+    return "not cached here — downloads on first use (needs network and HF access)"
 
 
 @dataclass
