@@ -42,19 +42,22 @@ class BenchmarkSpec:
 
 BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark", "benchmarks")
 SUITES: dict[str, list[str]] = {}
+# Members a suite gains under some profiles: {suite: {profile: [extra benchmarks]}}.
+PROFILE_EXTRAS: dict[str, dict[str, list[str]]] = {}
 
 
 def register(spec: BenchmarkSpec) -> BenchmarkSpec:
     return BENCHMARKS.add(spec.name, spec)
 
 
-def resolve_benchmarks(names: str) -> list[BenchmarkSpec]:
+def resolve_benchmarks(names: str, profile: str | None = None) -> list[BenchmarkSpec]:
     """Comma-separated benchmark and suite names -> specs, in order, without duplicates."""
     import safesteer_bench.benchmarks  # noqa: F401  (registers every spec)
 
     out: list[str] = []
     for name in filter(None, (n.strip() for n in names.split(","))):
-        for member in SUITES.get(name, [name]):
+        members = SUITES.get(name, [name]) + PROFILE_EXTRAS.get(name, {}).get(profile or "", [])
+        for member in members:
             if member not in out:
                 out.append(member)
     if not out:

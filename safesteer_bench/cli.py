@@ -43,6 +43,17 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _kv(text: str) -> dict[str, str]:
+    """``a=1,b=x`` -> {"a": "1", "b": "x"} (values stay strings; each method parses its own)."""
+    out = {}
+    for part in _csv(text):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected key=value, got '{part}'")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="safesteer-bench", description="Compare LLM safety-alignment methods side by side.",
@@ -62,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
     run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and the budget, then exit")
+    run.add_argument("--adapter", default="lora", choices=["lora", "full"],
+                     help="training methods' adapter, shared by all of them (default: lora)")
+    run.add_argument("--method-args", type=_kv, default={},
+                     help="options for the methods, e.g. coef=auto,direction_mode=responses,loss_variant=partial")
+    run.add_argument("--capability-limit", type=int, default=None,
+                     help="documents per capability task (overrides the profile)")
+    run.add_argument("--allow-code-execution", action="store_true",
+                     help="let HumanEval run model-written code (in a subprocess with a timeout)")
     _add_model_flags(run)
     _add_data_flag(run)
 
@@ -118,12 +137,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(methods=args.methods, model=args.model, benchmarks=args.benchmarks, profile=args.profile,
                     out=args.out, judge=args.judge, data_dir=args.data_dir, device=args.device,
                     dtype=args.dtype, seed=args.seed, limit=args.limit, run_id=args.run_id,
+                    adapter=args.adapter, method_args=args.method_args, capability_limit=args.capability_limit,
+                    allow_code_execution=args.allow_code_execution,
                     command="safesteer-bench " + shlex.join(sys.argv[1:]))
     plan = make_plan(cfg)
+    runner = Runner(plan)
     print(describe_plan(plan), flush=True)
+    if runner.budget is not None:
+        print(f"  budget    {runner.budget.describe()}\n            (identical for every training method; key {runner.budget.key()})")
+    for pair, count in runner.overlap().items():
+        print(f"  overlap   {pair}: {count} prompt(s) with identical normalized text")
     if args.dry_run:
         return 0
-    Runner(plan).run()
+    runner.run()
     print(f"results: {plan.run_dir / 'results.json'}\nreport:  {plan.run_dir / 'report.html'}")
     return 0
 
@@ -162,17 +188,17 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 
 @command("judges")
 def cmd_judges(args: argparse.Namespace) -> int:
-    from .data import resolve
-    from .judges import JUDGES, format_agreement, get_judge, validate_judge
+    from .judge_agreement import agreement_path, validate_and_store
+    from .judges import JUDGES, format_agreement
 
     if args.judges_command != "validate":
         for name, factory in JUDGES:
             print(f"{name:<14} {getattr(factory, 'description', '')}")
         return 0
-    # The labelled files sit at <root>/xstest/labeled_completions/…; resolving one finds the root.
-    root = resolve("xstest-labeled-gpt4", args.data_dir).path.parents[2]
-    report = validate_judge(get_judge(args.judge), args.dataset, root)
+    report = validate_and_store(args.judge, args.dataset, args.data_dir)
     print(format_agreement(report))
+    if args.dataset == "all":
+        print(f"stored in {agreement_path(args.judge)} (reports show it)")
     return 0
 
 

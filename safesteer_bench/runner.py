@@ -44,6 +44,10 @@ class RunConfig:
     run_id: str | None = None
     progress: bool = True
     command: str = ""
+    adapter: str = "lora"  # training methods' adapter: lora | full (part of the shared budget)
+    method_args: dict[str, Any] = field(default_factory=dict)  # options every method may read
+    capability_limit: int | None = None  # overrides the profile's documents per capability task
+    allow_code_execution: bool = False  # HumanEval runs model-written code only when asked
 
 
 @dataclass
@@ -61,11 +65,30 @@ class Plan:
             "run_id": self.run_id, "model": cfg.model, "methods": cfg.methods,
             "benchmarks": [b.name for b in self.benchmarks], "profile": self.profile.to_dict(),
             "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
+            "capability_limit": self.capability_limit, "adapter": cfg.adapter,
+            "method_args": cfg.method_args,
         }
 
     @property
     def limit(self) -> int | None:
         return self.config.limit if self.config.limit is not None else self.profile.eval_limit
+
+    @property
+    def capability_limit(self) -> int | None:
+        cfg = self.config
+        return cfg.capability_limit if cfg.capability_limit is not None else self.profile.capability_limit
+
+    @property
+    def safety(self) -> list[BenchmarkSpec]:
+        return [b for b in self.benchmarks if b.kind != "capability"]
+
+    @property
+    def capability(self) -> list[BenchmarkSpec]:
+        return [b for b in self.benchmarks if b.kind == "capability"]
+
+    @property
+    def trains(self) -> bool:
+        return any(get_method(m).kind == "training" for m in self.config.methods)
 
     def judge_for(self, spec: BenchmarkSpec) -> str:
         return self.config.judge or spec.default_judge
@@ -77,7 +100,7 @@ def make_plan(cfg: RunConfig) -> Plan:
         get_method(name)
     resolve_model(cfg.model)
     profile = get_profile(cfg.profile)
-    benchmarks = resolve_benchmarks(cfg.benchmarks)
+    benchmarks = resolve_benchmarks(cfg.benchmarks, profile.name)
     if cfg.judge:
         from .judges import get_judge
 
@@ -103,6 +126,8 @@ def describe_plan(plan: Plan) -> str:
         f"  benchmarks {', '.join(f'{b.name}[{plan.judge_for(b)}]' for b in plan.benchmarks)}",
         f"  prompts per benchmark: {plan.limit or 'all'}; max new tokens: {plan.profile.max_new_tokens}",
     ]
+    if plan.capability:
+        lines.append(f"  capability documents per task: {plan.capability_limit or 'all'}")
     return "\n".join(lines)
 
 
@@ -114,6 +139,7 @@ class Runner:
         self.dir = plan.run_dir
         self._base: LoadedModel | None = None
         self._prompts: dict[str, list[Prompt]] = {}
+        self._budget: Any = None
 
     # -- shared resources, loaded lazily so a fully finished run re-renders without a model ------
     @property
@@ -130,6 +156,41 @@ class Runner:
             self._prompts[spec.name] = spec.prompts(self.plan.config.data_dir, self.plan.limit, self.plan.config.seed)
         return self._prompts[spec.name]
 
+    def eval_pool(self) -> list[Prompt]:
+        """Every prompt of the run's safety benchmarks (whole sets, not just the sampled subset)."""
+        return [p for spec in self.plan.safety for p in spec.load(self.plan.config.data_dir)]
+
+    @property
+    def budget(self) -> Any:
+        """The one Budget every training method of this run gets (None when nothing trains)."""
+        if self._budget is None and self.plan.trains:
+            from .budget import Budget, make_budget
+
+            saved = read_json(self.dir / "budget.json")
+            if saved is not None:
+                self._budget = Budget.from_dict(saved)
+            else:
+                cfg = self.plan.config
+                self._budget = make_budget(self.plan.profile, cfg.data_dir, cfg.seed, adapter=cfg.adapter,
+                                           exclude=self.eval_pool())
+                write_json_atomic(self.dir / "budget.json", self._budget.to_dict())
+        return self._budget
+
+    def overlap(self) -> dict[str, Any]:
+        """Normalized-text overlap of training and direction prompts with every evaluation set."""
+        from .data import load_alpaca, load_gptfuzzer_questions, load_tdc2023, overlap
+
+        data_dir = self.plan.config.data_dir
+        training = {"gptfuzzer-questions (training pool)": load_gptfuzzer_questions(data_dir),
+                    "tdc2023 (direction prompts)": load_tdc2023(data_dir)}
+        report: dict[str, Any] = {}
+        for train_name, train in training.items():
+            for spec in self.plan.safety:
+                pairs = overlap(train, spec.load(data_dir))
+                if pairs:
+                    report[f"{train_name} × {spec.name}"] = len(pairs)
+        return report
+
     def _tick(self, stage: str, started: float) -> None:
         self.plan.stage_seconds[stage] = self.plan.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
 
@@ -137,7 +198,7 @@ class Runner:
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
-        for spec in self.plan.benchmarks:  # fail on missing data before any model work
+        for spec in self.plan.safety:  # fail on missing data before any model work
             self.prompts(spec)
         for method in self.plan.config.methods:
             self.evaluate_method(method)
@@ -151,17 +212,56 @@ class Runner:
 
     def evaluate_method(self, name: str) -> None:
         policy: Policy | None = None
-        for spec in self.plan.benchmarks:
+        for spec in self.plan.safety:
             if self._judged(name, spec) is not None:
                 continue
             policy = policy or self.policy(name)
             rows = self.generate(policy, spec)
             self.judge(name, spec, rows)
+        if self.plan.capability and self._capability(name) is None:
+            policy = policy or self.policy(name)
+            self.run_capability(name, policy)
+
+    def _capability_key(self, policy: Policy) -> str:
+        cfg = self.plan.config
+        return fingerprint(policy.fingerprint, [b.name for b in self.plan.capability], self.plan.capability_limit,
+                           cfg.allow_code_execution, cfg.seed)
+
+    def run_capability(self, name: str, policy: Policy) -> None:
+        from .capability import run_capability
+
+        started = time.perf_counter()
+        cfg = self.plan.config
+        results = run_capability(policy, self.plan.capability, self.plan.capability_limit, cfg.data_dir,
+                                 self.dir / "capability" / name, allow_code_execution=cfg.allow_code_execution,
+                                 seed=cfg.seed)
+        write_json_atomic(self.dir / "capability" / f"{name}.json",
+                          {"key": self._capability_key(policy), "plan": self._capability_plan(), "results": results})
+        self._tick("capability", started)
+
+    def _capability(self, name: str) -> dict[str, Any] | None:
+        """Stored capability results of ``name`` when they cover this plan's tasks and limit."""
+        stored = read_json(self.dir / "capability" / f"{name}.json")
+        if stored is None or set(stored.get("results", {})) != {b.name for b in self.plan.capability}:
+            return None
+        if stored.get("plan") not in (None, self._capability_plan()):
+            return None
+        return stored["results"]
+
+    def _capability_plan(self) -> dict[str, Any]:
+        cfg = self.plan.config
+        return {"limit": self.plan.capability_limit, "code": cfg.allow_code_execution, "seed": cfg.seed}
+
+    def context(self, name: str) -> MethodContext:
+        cfg = self.plan.config
+        budget = self.budget if get_method(name).kind == "training" else None
+        return MethodContext(self.base, self.plan.profile, self.dir / "methods" / name, cfg.data_dir, cfg.seed,
+                             budget=budget, options=dict(cfg.method_args))
 
     def policy(self, name: str) -> Policy:
         method = get_method(name)
-        workdir = self.dir / "methods" / name
-        ctx = MethodContext(self.base, self.plan.profile, workdir, self.plan.config.data_dir, self.plan.config.seed)
+        ctx = self.context(name)
+        workdir = ctx.workdir
         done = read_json(workdir / "artifact.json")
         if done is None:
             started = time.perf_counter()
@@ -205,9 +305,10 @@ class Runner:
         results: dict[str, Any] = {}
         for method in self.plan.config.methods:
             results[method] = {}
-            for spec in self.plan.benchmarks:
+            for spec in self.plan.safety:
                 rows = self._judged(method, spec) or []
                 results[method][spec.name] = score_rows(rows, seed=self.plan.config.seed)
+            results[method].update(self._capability(method) or {})
         doc = {
             "run_id": self.plan.run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -217,6 +318,9 @@ class Runner:
             "benchmarks": {s.name: _benchmark_info(s, self.plan.judge_for(s)) for s in self.plan.benchmarks},
             "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
             "results": results,
+            "budget": self.budget.to_dict() if self.budget is not None else None,
+            "overlap": self.overlap(),
+            "judges": _judge_agreement({self.plan.judge_for(s) for s in self.plan.safety}, self.plan.config.data_dir),
             "timing": self._timing(wall_seconds),
         }
         write_json_atomic(self.dir / "results.json", doc)
@@ -241,9 +345,16 @@ class Runner:
     def render(self, results: dict[str, Any]) -> Path:
         from .report import render_report
 
-        samples = {m: {s.name: self._judged(m, s) or [] for s in self.plan.benchmarks}
+        samples = {m: {s.name: self._judged(m, s) or [] for s in self.plan.safety}
                    for m in self.plan.config.methods}
         return render_report(results, samples, self.dir / "report.html")
+
+
+def _judge_agreement(judges: set[str], data_dir: Path | None) -> dict[str, Any]:
+    """Stored agreement with human labels for each judge used (see ``judges validate``)."""
+    from .judge_agreement import stored_agreement
+
+    return {name: a for name in sorted(judges) if (a := stored_agreement(name, data_dir)) is not None}
 
 
 def _benchmark_info(spec: BenchmarkSpec, judge: str) -> dict[str, Any]:
