@@ -9,7 +9,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .plots import bars_svg, tradeoff_svg
-from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, method_scores
+from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, capability_metric, method_scores
 from .store import write_text_atomic
 
 # Metric shown per benchmark in the summary table, and whether higher is better for its column.
@@ -17,15 +17,28 @@ HEADLINE = [("harmful_rate", False), ("over_refusal_rate", False), ("refusal_rat
 SAMPLE_CHARS = 280  # harmful completions are cut here; the rest sits behind a click
 
 
+def interval(metric: dict[str, Any]) -> tuple[float | None, float | None]:
+    """95 % interval of a metric: its bootstrap CI, or value ± 1.96·stderr (lm-eval metrics)."""
+    if metric.get("ci_low") is not None:
+        return metric["ci_low"], metric["ci_high"]
+    if metric.get("stderr") is not None and metric.get("value") is not None:
+        half = 1.96 * metric["stderr"]
+        return max(0.0, metric["value"] - half), min(1.0, metric["value"] + half)
+    return None, None
+
+
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("safesteer_bench", "templates"),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
+    env.filters["ci"] = lambda m: "[{}, {}]".format(*("—" if v is None else f"{100 * v:.1f}" for v in interval(m)))
     return env
 
 
 def headline(metrics: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The first headline metric a benchmark's results carry."""
+    """The first headline metric a benchmark's results carry (capability: lm-eval's primary)."""
+    if metrics.get("primary_metric") and capability_metric(metrics):
+        return metrics["primary_metric"], capability_metric(metrics)
     for name, _ in HEADLINE:
         if isinstance(metrics.get(name), dict):
             return name, metrics[name]
@@ -42,7 +55,7 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[st
         if not scored:
             continue
         metric = scored[0][1][0]
-        higher = dict(HEADLINE)[metric]
+        higher = dict(HEADLINE).get(metric, True)  # capability metrics: higher is better
         best = (max if higher else min)(scored, key=lambda mh: mh[1][1]["value"])[0]
         columns[bench] = (metric, best)
     rows = []
@@ -77,7 +90,7 @@ def benchmark_bars(results: dict[str, Any], columns: dict[str, tuple[str, str]])
         for method, per in results["results"].items():
             m = per.get(bench, {}).get(metric)
             if isinstance(m, dict) and m.get("value") is not None:
-                rows.append((method, m["value"], m.get("ci_low"), m.get("ci_high")))
+                rows.append((method, m["value"], *interval(m)))
         if rows:
             direction = rows and results["results"][rows[0][0]][bench][metric].get("direction", "")
             charts.append((bench, bars_svg(rows, f"{bench}: {metric} ({direction}), 95 % CI")))

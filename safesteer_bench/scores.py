@@ -34,12 +34,11 @@ def over_refusal(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | No
 
 
 def capability_metric(metrics: dict[str, Any]) -> dict[str, Any] | None:
-    """The headline accuracy of one capability task's results (the first metric with a value)."""
-    for name in ("acc", "acc_norm", "exact_match", "pass@1", "mc2"):
-        for key, metric in metrics.items():
-            if key.split(",")[0] == name and isinstance(metric, dict) and "value" in metric:
-                return metric
-    return None
+    """The headline metric of one capability task (lm-eval's primary metric); None when skipped."""
+    if metrics.get("skipped"):
+        return None
+    metric = metrics.get(metrics.get("primary_metric", ""))
+    return metric if isinstance(metric, dict) and metric.get("value") is not None else None
 
 
 def capability_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
