@@ -880,3 +880,21 @@ def overlap(a: Sequence[Prompt], b: Sequence[Prompt]) -> list[tuple[str, str]]:
         if key:
             by_text.setdefault(key, []).append(p.id)
     return [(p.id, bid) for p in a for bid in by_text.get(normalize_text(p.text), [])]
+
+
+# The safety evaluation sets: no training or direction pool may contain their prompts.
+EVALUATION_LOADERS: tuple[Callable[..., list[Prompt]], ...] = (
+    load_advbench, load_harmbench, load_strongreject, load_jailbreakbench_harmful,
+    load_jailbreakbench_benign, load_maliciousinstruct, load_xstest,
+)
+
+
+def without_evaluation_prompts(pool: Sequence[Prompt], data_dir: str | Path | None = None
+                               ) -> tuple[list[Prompt], list[str]]:
+    """``(kept, dropped_ids)``: ``pool`` minus every prompt whose normalised text is in a safety
+    evaluation set (TDC 2023 shares 30 behaviors with HarmBench and 16 with JailbreakBench)."""
+    banned = {normalize_text(p.text) for load in EVALUATION_LOADERS for p in load(data_dir)}
+    banned.discard("")
+    kept = [p for p in pool if normalize_text(p.text) not in banned]
+    dropped = [p.id for p in pool if normalize_text(p.text) in banned]
+    return kept, dropped
