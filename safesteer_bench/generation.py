@@ -45,6 +45,7 @@ class Completion:
     new_tokens: int
     finished: bool  # stopped at an end-of-turn/EOS token rather than the token limit
     token_ids: list[int] = field(default_factory=list, repr=False)
+    seconds: float | None = None  # per-response decoding wall time, where the backend measures it
 
 
 @dataclass
@@ -110,7 +111,12 @@ class HFEngine:
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False)
         for b in range(0, len(order), cfg.batch_size):
             idx = order[b : b + cfg.batch_size]
-            for i, completion in zip(idx, self._batch([prompts[i] for i in idx], cfg, seed=cfg.seed + b)):
+            batch_start = time.perf_counter()
+            batch = self._batch([prompts[i] for i in idx], cfg, seed=cfg.seed + b)
+            # A batch decodes its rows together: each row is charged an equal share of its time.
+            share = (time.perf_counter() - batch_start) / max(1, len(idx))
+            for i, completion in zip(idx, batch):
+                completion.seconds = share
                 results[i] = completion
             bar.update(len(idx))
         bar.close()

@@ -1,0 +1,330 @@
+"""Evaluation subcommands: ``rejudge`` and the model-judge options of ``judges validate``.
+
+``safesteer-bench rejudge RUN_DIR --judge J`` re-scores the completions a run already stored
+(``samples/<method>/<benchmark>.jsonl``, or the generation checkpoint ``.gen.jsonl`` when judging
+never finished) with another judge. Nothing is generated and no model is loaded (a model judge
+loads its own judge model). The judged samples, their ``.meta.json``, ``results.json`` and
+``report.html`` are rewritten; ``results.json`` gains a ``rejudge`` history entry.
+
+``judges validate`` gains ``--judge-model``/``--judge-model-args`` (which model a model judge
+uses) and ``--limit N`` (N seeded rows per labelled file: a model judge on a CPU cannot read all
+7,510). Results are stored under the judge's label (judge + model) by
+:func:`.judge_agreement.save_agreement`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+
+_ORIGINAL_JUDGES: Callable[[argparse.Namespace], int] | None = None
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_judge_model_flags(p: argparse.ArgumentParser) -> None:
+    from .model_judges import ENV_JUDGE_MODEL, ENV_JUDGE_MODEL_ARGS
+
+    if "--judge-model" in p._option_string_actions:  # noqa: SLF001 - already added (cli.py grew it)
+        return
+    p.add_argument("--judge-model", default=None,
+                   help=f"model of a model judge, any inspect model: hf/<id or dir>, vllm/<id>, "
+                        f"openai/<model> (OPENAI_BASE_URL for compatible servers), safesteer/<alias> "
+                        f"(default: ${ENV_JUDGE_MODEL}, else the judge's own)")
+    p.add_argument("--judge-model-args", default=None,
+                   help=f"extra model args, k=v,k=v or JSON (default: ${ENV_JUDGE_MODEL_ARGS})")
+
+
+def add_commands(sub: Any, command: Callable) -> None:
+    from . import model_judges  # noqa: F401  (registers the model judges; no heavy imports)
+    from .cli import add_data_flag
+
+    rejudge = sub.add_parser(
+        "rejudge", help="re-score a run's stored completions with another judge (no generation)",
+        description="Re-judge stored completions and rewrite the judged samples, results.json and "
+                    "report.html. No completion is generated again.")
+    rejudge.add_argument("run", type=Path, help="run directory (runs/<run-id>)")
+    rejudge.add_argument("--judge", required=True, help="judge name (see `judges`)")
+    rejudge.add_argument("--benchmarks", type=_csv, default=None,
+                         help="only these benchmarks (default: every safety benchmark of the run)")
+    rejudge.add_argument("--methods", type=_csv, default=None, help="only these methods (default: all)")
+    _add_judge_model_flags(rejudge)
+    add_data_flag(rejudge)
+    command("rejudge")(cmd_rejudge)
+
+    _extend_judges_validate(sub, command)
+
+
+# --------------------------------------------------------------------------------------------
+# rejudge
+# --------------------------------------------------------------------------------------------
+
+
+def _apply_judge_model(args: argparse.Namespace) -> None:
+    """``--judge-model`` reaches every judge the process builds through the environment."""
+    from .model_judges import ENV_JUDGE_MODEL, ENV_JUDGE_MODEL_ARGS, parse_model_args
+
+    if getattr(args, "judge_model", None):
+        os.environ[ENV_JUDGE_MODEL] = args.judge_model
+    if getattr(args, "judge_model_args", None):
+        parse_model_args(args.judge_model_args)  # fail early on bad syntax
+        os.environ[ENV_JUDGE_MODEL_ARGS] = args.judge_model_args
+
+
+def cmd_rejudge(args: argparse.Namespace) -> int:
+    _apply_judge_model(args)
+    doc = rejudge_run(args.run, args.judge, benchmarks=args.benchmarks, methods=args.methods,
+                      data_dir=args.data_dir)
+    last = doc["rejudge"][-1]
+    changed = sum(c["changed"] for c in last["changes"])
+    total = sum(c["n"] for c in last["changes"])
+    print(f"rejudged {total} completions with {last['judge_label']}: {changed} verdict(s) changed, "
+          f"{sum(c['parse_errors'] for c in last['changes'])} parse error(s)")
+    print(f"results: {Path(args.run) / 'results.json'}\nreport:  {Path(args.run) / 'report.html'}")
+    return 0
+
+
+def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
+    """The :class:`~.runner.Plan` a finished run was made from, rebuilt from its ``plan.json``
+    (no model is resolved or loaded; the run keeps its directory and id)."""
+    from .benchmark import BENCHMARKS, resolve_benchmarks
+    from .profiles import get_profile
+    from .runner import Plan, RunConfig
+    from .store import read_json
+
+    run_dir = Path(run_dir)
+    doc = read_json(run_dir / "plan.json")
+    if doc is None:
+        raise UserError(f"{run_dir} holds no plan.json, so it is not a run directory",
+                        "pass runs/<run-id> of a run made by `safesteer-bench run`")
+    resolve_benchmarks("advbench")  # imports every benchmark spec
+    old = read_json(run_dir / "results.json") or {}
+    profile = get_profile(doc["profile"]["name"])
+    cfg = RunConfig(methods=list(doc["methods"]), model=doc["model"], benchmarks=",".join(doc["benchmarks"]),
+                    profile=profile.name, out=run_dir.parent, judge=doc.get("judge"), data_dir=data_dir,
+                    seed=doc.get("seed", 0), limit=doc.get("limit"), run_id=doc["run_id"], progress=False,
+                    command=old.get("command", ""), adapter=doc.get("adapter", "lora"),
+                    method_args=doc.get("method_args") or {}, capability_limit=doc.get("capability_limit"))
+    return Plan(cfg, profile, [BENCHMARKS.get(n) for n in doc["benchmarks"]], doc["run_id"], run_dir)
+
+
+def _stored_rows(runner: Any, method: str, spec: Any) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
+    """(rows, prompts, old meta) of one method x benchmark from what the run stored."""
+    from .data import Prompt
+    from .store import read_json, read_jsonl
+
+    path = runner.dir / "samples" / method / f"{spec.name}.jsonl"
+    meta = read_json(path.with_suffix(".meta.json")) or {}
+    rows = list(read_jsonl(path)) if meta else []
+    if rows and len(rows) == meta.get("n"):
+        prompts = [Prompt(id=r["id"], text=r["prompt"], source=spec.name, category=r.get("category"),
+                          label=None if spec.harmful is not None else ("unsafe" if r["harmful_prompt"] else "safe"))
+                   for r in rows]
+        return rows, prompts, meta
+    # judging never finished: take the generation checkpoint, in the plan's prompt order
+    checkpoint = path.with_name(f"{spec.name}.gen.jsonl")
+    latest = {r["id"]: r for r in read_jsonl(checkpoint)}
+    prompts = runner.prompts(spec)
+    if not latest or any(p.id not in latest for p in prompts):
+        return [], [], meta
+    return [latest[p.id] for p in prompts], prompts, meta
+
+
+def _outcome(row: dict[str, Any]) -> tuple[Any, Any]:
+    """(refused, harmful) of a judged row; a judge without a harm verdict means 'did not refuse'."""
+    harmful = row.get("harmful")
+    return row.get("refused"), (not row.get("refused")) if harmful is None else harmful
+
+
+def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
+                methods: list[str] | None = None, data_dir: Path | None = None) -> dict[str, Any]:
+    """Re-judge a run's stored completions with ``judge``; returns the new results.json document.
+
+    Only ``benchmarks``/``methods`` (default: all safety benchmarks, all methods) change; the
+    others keep their verdicts and judges. Never generates: completions come from the samples.
+    """
+    from .evaluate import judge_rows
+    from .judges import get_judge
+    from .model_judges import judge_label
+    from .runner import Runner
+    from .store import read_json, write_json_atomic, write_jsonl_atomic
+
+    started = time.perf_counter()
+    judge_obj = get_judge(judge)  # unknown names fail before anything is touched
+    label = judge_label(judge_obj)
+    plan = load_plan(run_dir, data_dir)
+    safety = {s.name: s for s in plan.safety}
+    chosen = benchmarks or list(safety)
+    unknown = [b for b in chosen if b not in safety]
+    if unknown:
+        raise UserError(f"run {plan.run_id} has no safety benchmark(s) {', '.join(unknown)}",
+                        f"choose from: {', '.join(safety)}")
+    chosen_methods = methods or list(plan.config.methods)
+    bad = [m for m in chosen_methods if m not in plan.config.methods]
+    if bad:
+        raise UserError(f"run {plan.run_id} has no method(s) {', '.join(bad)}",
+                        f"choose from: {', '.join(plan.config.methods)}")
+
+    runner = Runner(plan)
+    judges: dict[str, str] = {}  # benchmark -> the judge its samples now carry
+    changes: list[dict[str, Any]] = []
+    for name, spec in safety.items():
+        current = {(read_json(runner.dir / "samples" / m / f"{name}.meta.json") or {}).get("judge")
+                   for m in plan.config.methods} - {None}
+        judges[name] = judge if name in chosen else (current.pop() if len(current) == 1 else plan.judge_for(spec))
+    for method in chosen_methods:
+        for name in chosen:
+            spec = safety[name]
+            rows, prompts, meta = _stored_rows(runner, method, spec)
+            if not rows:
+                print(f"  {method}/{name}: no stored completions, skipped")
+                continue
+            judged = judge_rows(spec, prompts, rows, judge)
+            # changed: the outcome (refused / harmful) differs; relabelled: only the label's wording
+            changed = sum(_outcome(old) != _outcome(new) for old, new in zip(rows, judged))
+            relabelled = sum(old.get("verdict") != new["verdict"] for old, new in zip(rows, judged)) - changed
+            path = runner.dir / "samples" / method / f"{name}.jsonl"
+            write_jsonl_atomic(path, judged)
+            write_json_atomic(path.with_suffix(".meta.json"), {
+                "judge": judge, "judge_label": judged[0]["judge"] if judged else label, "n": len(judged),
+                "gen_key": meta.get("gen_key") or rows[0].get("key"),
+                "rejudged_from": meta.get("judge"),
+            })
+            runner._prompts[name] = prompts  # noqa: SLF001 - the samples are the truth here
+            parse_errors = sum(bool(r["parse_error"]) for r in judged)
+            changes.append({"method": method, "benchmark": name, "from": meta.get("judge"), "n": len(judged),
+                            "changed": changed, "relabelled": max(relabelled, 0), "parse_errors": parse_errors})
+            print(f"  {method}/{name}: {meta.get('judge')} -> {judge}: {changed}/{len(judged)} verdict(s) "
+                  f"changed (refused/harmful), {parse_errors} parse error(s)", flush=True)
+
+    if all(j == judge for j in judges.values()):
+        plan.config.judge = judge
+    plan.judge_for = lambda spec: judges.get(spec.name, spec.default_judge)  # type: ignore[method-assign]
+    elapsed = time.perf_counter() - started
+    plan.stage_seconds["judge"] = elapsed
+    old = read_json(runner.dir / "results.json") or {}
+    doc = runner.aggregate(wall_seconds=elapsed)
+    history = list(old.get("rejudge", []))
+    history.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "judge": judge,
+                    "judge_label": label, "seconds": round(elapsed, 2), "changes": changes})
+    doc["rejudge"] = history
+    write_json_atomic(runner.dir / "results.json", doc)
+    report = runner.render(doc)
+    try:
+        from .leaderboard import connect, index_run
+
+        with connect(Path(plan.config.out)) as db:
+            index_run(db, doc, report)
+    except ImportError:
+        pass
+    return doc
+
+
+# --------------------------------------------------------------------------------------------
+# judges validate: model-judge options and a row limit
+# --------------------------------------------------------------------------------------------
+
+
+def _subparser(parser: argparse.ArgumentParser | None, name: str) -> argparse.ArgumentParser | None:
+    if parser is None:
+        return None
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            return action.choices.get(name)
+    return None
+
+
+def _extend_judges_validate(sub: Any, command: Callable) -> None:
+    global _ORIGINAL_JUDGES
+    from .cli import COMMANDS
+
+    validate = _subparser(sub.choices.get("judges"), "validate")
+    if validate is None or "judges" not in COMMANDS:
+        return
+    _add_judge_model_flags(validate)
+    if "--limit" not in validate._option_string_actions:  # noqa: SLF001
+        validate.add_argument("--limit", type=int, default=None,
+                              help="seeded rows per labelled file (model judges on a CPU); stored with the result")
+        validate.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+    if not getattr(COMMANDS["judges"], "_safesteer_eval", False):
+        _ORIGINAL_JUDGES = COMMANDS["judges"]
+    command("judges")(_cmd_judges)
+
+
+def _cmd_judges(args: argparse.Namespace) -> int:
+    from .model_judges import MODEL_JUDGES
+
+    extended = getattr(args, "judges_command", None) == "validate" and (
+        getattr(args, "judge_model", None) or getattr(args, "judge_model_args", None)
+        or getattr(args, "limit", None) is not None or args.judge in MODEL_JUDGES)
+    if not extended:
+        assert _ORIGINAL_JUDGES is not None
+        return _ORIGINAL_JUDGES(args)
+    _apply_judge_model(args)
+    report, path = validate_model_judge(args.judge, args.dataset, args.data_dir, limit=args.limit, seed=args.seed)
+    from .judges import format_agreement
+
+    print(format_agreement(report))
+    print(f"judge output parse errors: {report['parse_errors']} of {report['calls']} calls "
+          "(counted as unsafe / refusal, i.e. against the judged model)")
+    if path is not None:
+        print(f"stored in {path} (reports show it)")
+    return 0
+
+
+_cmd_judges._safesteer_eval = True  # type: ignore[attr-defined]
+
+
+def validate_model_judge(judge_name: str, dataset: str = "all", data_dir: Path | None = None,
+                         limit: int | None = None, seed: int = 0) -> tuple[dict[str, Any], Path | None]:
+    """Validate a (model) judge on the labelled data, optionally on ``limit`` seeded rows per file.
+
+    The report's ``judge`` is the judge's label (judge + model), so it is stored apart from the
+    same judge run with another model; ``limit``/``seed``, ``calls`` and ``parse_errors`` are added.
+    Stored (when ``dataset == "all"``) by :func:`.judge_agreement.save_agreement`.
+    """
+    from .judge_agreement import labels_root, save_agreement
+    from .judges import get_judge, validate_judge
+
+    judge = get_judge(judge_name)
+    root = labels_root(data_dir)
+    with tempfile.TemporaryDirectory(prefix="judge-subset-") as tmp:
+        if limit is not None:
+            root = _subset_labels(root, Path(tmp), limit, seed)
+        report = validate_judge(judge, dataset, root)
+    stats = getattr(judge, "stats", {})
+    report.update({"model": getattr(judge, "model", None), "limit": limit, "seed": seed,
+                   "calls": stats.get("calls", 0), "parse_errors": stats.get("parse_errors", 0)})
+    path = save_agreement(report) if dataset == "all" else None
+    return report, path
+
+
+def _subset_labels(root: Path, out: Path, limit: int, seed: int) -> Path:
+    """A copy of the labelled files' layout under ``out`` with ``limit`` seeded rows per file."""
+    from .data import seeded_subset
+    from .judges import GPTFUZZER_LABELED, GPTFUZZER_QUESTIONS, XSTEST_LABELED_FILES
+
+    for rel in [*XSTEST_LABELED_FILES.values(), GPTFUZZER_LABELED, GPTFUZZER_QUESTIONS]:
+        src, dst = root / rel, out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with src.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = list(reader)
+        if rel != GPTFUZZER_QUESTIONS:
+            rows = seeded_subset(rows, limit, seed)
+        with dst.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+    return out
