@@ -142,11 +142,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     command="safesteer-bench " + shlex.join(sys.argv[1:]))
     plan = make_plan(cfg)
     runner = Runner(plan)
+    runner.check_data()
     print(describe_plan(plan), flush=True)
     if runner.budget is not None:
         print(f"  budget    {runner.budget.describe()}\n            (identical for every training method; key {runner.budget.key()})")
     for pair, count in runner.overlap().items():
-        print(f"  overlap   {pair}: {count} prompt(s) with identical normalized text")
+        print(f"  overlap   {pair}: {count} prompt(s) with identical normalized text, excluded")
     if args.dry_run:
         return 0
     runner.run()

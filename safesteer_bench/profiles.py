@@ -32,6 +32,8 @@ class Profile:
     token_set_samples: int
     # Capability suites (lm-eval ``limit`` per task).
     capability_limit: int | None
+    # Direction search cost control: screen every k-th layer, then refine around the best.
+    direction_layer_stride: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,12 +46,13 @@ PROFILES: dict[str, Profile] = {
                 max_new_tokens=32, batch_size=16, train_prompts=8, samples_per_prompt=2,
                 train_max_new_tokens=24, prompts_per_step=4, learning_rate=2e-4, lora_rank=8,
                 direction_prompts=16, direction_val_prompts=8, token_set_prompts=4,
-                token_set_samples=4, capability_limit=20),
+                token_set_samples=4, capability_limit=20, direction_layer_stride=4),
         Profile("quick", "CPU reference on SmolLM2: all 100 training prompts, fewer samples/tokens",
                 eval_limit=50, max_new_tokens=64, batch_size=16, train_prompts=None,
                 samples_per_prompt=4, train_max_new_tokens=40, prompts_per_step=4,
                 learning_rate=2e-4, lora_rank=16, direction_prompts=64, direction_val_prompts=16,
-                token_set_prompts=16, token_set_samples=8, capability_limit=100),
+                token_set_prompts=16, token_set_samples=8, capability_limit=100,
+                direction_layer_stride=2),
         Profile("paper", "the DESIGN defaults (GPU)", eval_limit=None, max_new_tokens=256,
                 batch_size=32, train_prompts=None, samples_per_prompt=8, train_max_new_tokens=128,
                 prompts_per_step=8, learning_rate=1e-4, lora_rank=16, direction_prompts=128,

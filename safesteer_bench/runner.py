@@ -176,19 +176,31 @@ class Runner:
                 write_json_atomic(self.dir / "budget.json", self._budget.to_dict())
         return self._budget
 
+    def check_data(self) -> None:
+        """Load every evaluation set now, so a missing file fails before any model work."""
+        for spec in self.plan.safety:
+            self.prompts(spec)
+
     def overlap(self) -> dict[str, Any]:
-        """Normalized-text overlap of training and direction prompts with every evaluation set."""
-        from .data import load_alpaca, load_gptfuzzer_questions, load_tdc2023, overlap
+        """Pool prompts whose normalized text is in an evaluation set of the run, per (pool, set).
+
+        Every one of them is excluded: the Budget drops them from training, the direction search
+        drops TDC 2023 behaviors found in any safety set. Only pools the run's methods use count.
+        """
+        from .data import load_gptfuzzer_questions, load_tdc2023, overlap
 
         data_dir = self.plan.config.data_dir
-        training = {"gptfuzzer-questions (training pool)": load_gptfuzzer_questions(data_dir),
-                    "tdc2023 (direction prompts)": load_tdc2023(data_dir)}
+        pools = {}
+        if self.plan.trains:
+            pools["gptfuzzer-questions (training pool)"] = load_gptfuzzer_questions(data_dir)
+        if any(m != "base" for m in self.plan.config.methods):
+            pools["tdc2023 (direction prompts)"] = load_tdc2023(data_dir)
         report: dict[str, Any] = {}
-        for train_name, train in training.items():
+        for pool_name, pool in pools.items():
             for spec in self.plan.safety:
-                pairs = overlap(train, spec.load(data_dir))
+                pairs = overlap(pool, spec.load(data_dir))
                 if pairs:
-                    report[f"{train_name} × {spec.name}"] = len(pairs)
+                    report[f"{pool_name} × {spec.name}"] = len(pairs)
         return report
 
     def _tick(self, stage: str, started: float) -> None:
@@ -198,8 +210,7 @@ class Runner:
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
         write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
-        for spec in self.plan.safety:  # fail on missing data before any model work
-            self.prompts(spec)
+        self.check_data()
         for method in self.plan.config.methods:
             self.evaluate_method(method)
         results = self.aggregate(wall_seconds=time.perf_counter() - started)
