@@ -5,3 +5,8 @@ A new method is one new module plus one import line here.
 """
 
 from . import base  # noqa: F401
+from . import steering  # noqa: F401
+from . import safesteer  # noqa: F401
+from . import global_kl  # noqa: F401
+from . import sft  # noqa: F401
+from . import alignbeam  # noqa: F401

@@ -1,0 +1,103 @@
+"""``safesteer-bench train``: train one method on its own and print where the artifact is.
+
+    safesteer-bench train --method safesteer --model smollm2-135m --profile smoke
+    safesteer-bench train --method global-kl --adapter full --out runs/train-full
+
+The layout is a run directory's (``<out>/methods/<method>/artifact.json`` beside the shared
+steering direction in ``<out>/methods/_shared``), so several ``train`` calls with one ``--out``
+share one teacher and one Budget (``<out>/budget.json``), as the methods of one run do. The Budget
+excludes the prompts of ``--exclude-benchmarks`` (default: the safety-7 suite) from training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UserError
+
+LOSS_VARIANTS = ("partial", "renormalize", "tail-bucket")
+
+
+def add_commands(sub: Any, command: Callable) -> None:
+    from .cli import add_data_flag, add_model_flags
+
+    p = sub.add_parser(
+        "train", help="train one method (safesteer, global-kl, sft, ...) and save its artifact",
+        description="Train one method with the profile's budget and save a reloadable artifact "
+                    "(LoRA adapter or full weights, token set, config, budget, spent compute).")
+    p.add_argument("--method", required=True, help="training method (see `methods`)")
+    p.add_argument("--model", default="smollm2-135m", help="alias, Hugging Face id, local dir or .gguf")
+    p.add_argument("--profile", default="smoke", help="smoke | demo | quick | paper (default: smoke; see README)")
+    p.add_argument("--adapter", default="lora", choices=["lora", "full"],
+                   help="LoRA student sharing the base weights (default) or full fine-tuning")
+    p.add_argument("--loss-variant", default=None, choices=LOSS_VARIANTS,
+                   help="safesteer's restricted loss (default: partial)")
+    p.add_argument("--token-set-size", type=int, default=None, help="|S| for safesteer (default: 50)")
+    p.add_argument("--exclude-benchmarks", default="safety-7",
+                   help="benchmarks/suites whose prompts never enter training ('none' to skip; default: safety-7)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: runs/train-<model>-<profile>-seed<seed>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="retrain even when the artifact exists")
+    add_model_flags(p)
+    add_data_flag(p)
+    command("train")(cmd_train)
+
+
+def _exclusions(names: str, data_dir: Path | None) -> list[Any]:
+    if names.strip().lower() in ("", "none"):
+        return []
+    from .benchmark import resolve_benchmarks
+
+    return [p for spec in resolve_benchmarks(names) if spec.kind == "safety" and spec.load is not None
+            for p in spec.load(data_dir)]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .budget import make_budget
+    from .method import METHODS, MethodContext, get_method
+    from .models import load_model, resolve_model
+    from .profiles import get_profile
+
+    method = get_method(args.method)
+    if getattr(method, "kind", "") != "training":
+        trainable = sorted(n for n, m in METHODS if getattr(m, "kind", "") == "training")
+        raise UserError(f"'{args.method}' is not a training method", f"choose one of: {', '.join(trainable)}")
+    if args.token_set_size is not None and args.token_set_size < 1:
+        raise UserError(f"--token-set-size must be positive (got {args.token_set_size})", "e.g. --token-set-size 50")
+    profile = get_profile(args.profile)
+    spec = resolve_model(args.model)
+    out = args.out or Path("runs") / f"train-{spec.name.replace('/', '_')}-{profile.name}-seed{args.seed}"
+    workdir = out / "methods" / args.method
+    artifact_path = workdir / "artifact.json"
+    if artifact_path.exists() and not args.force:
+        print(f"already trained: {artifact_path} (use --force to retrain)")
+        return 0
+
+    # make_budget is deterministic in (profile, seed, adapter, exclusions): train calls sharing --out
+    # and these flags get the identical Budget, as the methods of one run do.
+    budget = make_budget(profile, args.data_dir, args.seed, adapter=args.adapter,
+                         exclude=_exclusions(args.exclude_benchmarks, args.data_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "budget.json").write_text(json.dumps(budget.to_dict(), indent=1))
+    print(f"budget: {budget.describe()}", flush=True)
+
+    options = {"adapter": args.adapter, "loss_variant": args.loss_variant, "token_set_size": args.token_set_size}
+    base = load_model(spec, args.device, args.dtype)
+    ctx = MethodContext(base, profile, workdir, args.data_dir, args.seed, budget=budget,
+                        options={k: v for k, v in options.items() if v is not None})
+    artifact = method.prepare(ctx)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = artifact_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(artifact, indent=1, default=str))
+    tmp.replace(artifact_path)
+    method.policy(ctx, artifact)  # prove the artifact reloads
+    print(f"artifact: {artifact_path}")
+    if artifact.get("weights"):
+        print(f"weights:  {workdir / artifact['weights']}")
+    if artifact.get("token_set"):
+        print(f"token set: {workdir / artifact['token_set']['path']} (top: {artifact['token_set']['top'][:10]})")
+    return 0
