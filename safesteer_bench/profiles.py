@@ -1,4 +1,4 @@
-"""Run profiles: ``smoke`` (CI), ``quick`` (CPU reference), ``paper`` (the defaults).
+"""Run profiles: ``smoke`` (CI), ``demo`` (``make demo``), ``quick`` (CPU reference), ``paper`` (the defaults).
 
 Profiles shrink counts — prompts per benchmark, tokens, training steps — and never change an
 algorithm. Anything a method needs to size itself reads it from here.
@@ -47,6 +47,11 @@ PROFILES: dict[str, Profile] = {
                 train_max_new_tokens=24, prompts_per_step=4, learning_rate=2e-4, lora_rank=8,
                 direction_prompts=16, direction_val_prompts=8, token_set_prompts=4,
                 token_set_samples=4, capability_limit=20, direction_layer_stride=4),
+        Profile("demo", "make demo: six methods in ~15 min on 2 CPU cores; 8 training steps at a higher lr",
+                eval_limit=20, max_new_tokens=32, batch_size=16, train_prompts=32, samples_per_prompt=4,
+                train_max_new_tokens=24, prompts_per_step=4, learning_rate=1e-3, lora_rank=8,
+                direction_prompts=16, direction_val_prompts=8, token_set_prompts=8,
+                token_set_samples=8, capability_limit=20, direction_layer_stride=4),
         Profile("quick", "CPU reference on SmolLM2: all 100 training prompts, fewer samples/tokens",
                 eval_limit=50, max_new_tokens=64, batch_size=16, train_prompts=None,
                 samples_per_prompt=4, train_max_new_tokens=40, prompts_per_step=4,

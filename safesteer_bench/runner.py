@@ -32,7 +32,7 @@ from .store import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 class RunConfig:
     methods: list[str]
     model: str
-    benchmarks: str = "advbench"
+    benchmarks: str = "safety-7,over-refusal"
     profile: str = "smoke"
     out: Path = Path("runs")
     judge: str | None = None  # None: each benchmark's default judge
