@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import mmap
 from pathlib import Path
 
 import pytest
@@ -278,8 +279,12 @@ def test_budget_excludes_evaluation_overlap(data_dir):
 def test_spent_tracker_measures_time_and_memory():
     spent = Spent()
     with SpentTracker("cpu", spent):
-        block = bytearray(64 * 2**20)
-        block[::4096] = b"x" * len(block[::4096])
+        # A fresh anonymous mapping: its pages cannot already be resident (a bytearray may reuse
+        # heap pages an earlier test freed, which RSS already counts).
+        block = mmap.mmap(-1, 64 * 2**20)
+        for offset in range(0, len(block), 4096):
+            block[offset] = 1
+        block.close()
     assert spent.wall_seconds > 0
     assert spent.peak_memory_bytes - spent.start_memory_bytes >= 60 * 2**20
     assert spent.to_dict()["peak_memory_mb"] > 0
