@@ -121,9 +121,15 @@ def test_direction_prompts_split(data_dir):
     assert (len(data.harmless_train), len(data.harmless_val)) == (16, 8)
     assert not set(data.harmful_train) & set(data.harmful_val)
     assert not set(data.harmless_train) & set(data.harmless_val)
-    # TDC 2023 has 100 behaviors: the paper sizes shrink in proportion.
+    # TDC 2023 has 100 behaviors; the 39 also in HarmBench or JailbreakBench are dropped, so the
+    # paper sizes shrink in proportion to the 61 left, and no direction prompt is an eval prompt.
     big = direction_prompts(data_dir, 128, 32, 0)
-    assert (len(big.harmful_train), len(big.harmful_val)) == (80, 20)
+    assert (len(big.harmful_train), len(big.harmful_val)) == (49, 12)
+    assert len(big.ids["harmful_excluded_eval_overlap"]) == 39
+    from safesteer_bench.data import EVALUATION_LOADERS, normalize_text
+
+    evaluation = {normalize_text(p.text) for load in EVALUATION_LOADERS for p in load(data_dir)}
+    assert not {normalize_text(t) for t in big.harmful_train + big.harmful_val} & evaluation
     assert (len(big.harmless_train), len(big.harmless_val)) == (128, 32)
     # A smaller profile's prompts are a prefix of a larger one's (seeded_subset), same seed.
     assert direction_prompts(data_dir, 64, 16, 0).ids["harmless"][:24] == data.ids["harmless"]
