@@ -405,8 +405,11 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
                    coef: float | str = 1.0, progress: bool = True, *,
                    layer_stride: int | None = None, select: str = "design",
                    target_refusal: float = TARGET_REFUSAL, coef_grid: Sequence[float] = COEF_GRID,
-                   batch_size: int | None = None) -> "SteeringDirection":
-    """DESIGN §4 steering steps 1-3 on ``base`` (a LoadedModel) with ``profile``'s prompt counts."""
+                   batch_size: int | None = None, layer: int | None = None) -> "SteeringDirection":
+    """DESIGN §4 steering steps 1-3 on ``base`` (a LoadedModel) with ``profile``'s prompt counts.
+
+    ``layer`` pins the block (only its candidates are scored; the rest of the search is the same).
+    """
     if mode not in MODES:
         raise ValueError(f"unknown direction mode {mode!r}; use one of {MODES}")
     if select not in SELECTIONS:
@@ -490,8 +493,17 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
         kept = [r for r in rows.values() if r["discarded"] is None]
         return max(kept, key=lambda r: _rank(r, used, select)) if kept else None
 
-    run(_screen_layers(max_layer, stride))
-    if stride > 1 and best() is not None:
+    if layer is not None:
+        if not 0 <= layer < max_layer:
+            from .errors import UserError
+
+            raise UserError(f"direction layer {layer} is outside the searched blocks 0..{max_layer - 1}",
+                            f"pass --method-args layer=N with 0 <= N < {max_layer} (DESIGN drops layers >= 0.8 L)")
+        info["layer_pinned"] = layer
+        run([layer])
+    else:
+        run(_screen_layers(max_layer, stride))
+    if layer is None and stride > 1 and best() is not None:
         centre = best()["layer"]  # type: ignore[index]
         run([l for l in range(centre - stride + 1, centre + stride) if 0 <= l < max_layer])
     winner = best()
@@ -586,6 +598,7 @@ def _request(ctx: Any) -> dict[str, Any]:
             "select": options.get("direction_select", "design"),
             "target_refusal": float(options.get("target_refusal", TARGET_REFUSAL)),
             "layer_stride": options.get("layer_stride"), "profile": ctx.profile.name,
+            "layer": None if options.get("layer") in (None, "") else int(options["layer"]),
             "train": ctx.profile.direction_prompts, "val": ctx.profile.direction_val_prompts,
             "seed": ctx.seed, "harmful_pool": "tdc2023-minus-eval"}
 
@@ -594,7 +607,8 @@ def shared_direction(ctx: Any, progress: bool = True) -> SteeringDirection:
     """The run's one direction: computed under ``ctx.shared_dir/"direction"`` once, reloaded after.
 
     ``ctx.options`` may set ``direction_mode`` (prompts|responses|auto), ``coef`` (number or
-    "auto"), ``target_refusal``, ``layer_stride`` and ``direction_select`` (design|gap). A method
+    "auto"), ``target_refusal``, ``layer_stride``, ``layer`` (pin the block) and
+    ``direction_select`` (design|gap). A method
     asking for different options than the saved direction's gets its own folder
     ``direction-<hash>`` rather than overwriting the one other methods use.
     """
@@ -613,7 +627,7 @@ def shared_direction(ctx: Any, progress: bool = True) -> SteeringDirection:
     coef = request["coef"] if request["coef"] == "auto" else float(request["coef"])
     direction = find_direction(ctx.base, ctx.profile, ctx.data_dir, ctx.seed, request["mode"], coef,
                                progress, layer_stride=request["layer_stride"], select=request["select"],
-                               target_refusal=request["target_refusal"])
+                               target_refusal=request["target_refusal"], layer=request["layer"])
     direction.info["request"] = request
     direction.save(folder)
     direction.info["path"] = str(folder)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from safesteer_bench.errors import UserError
+
 from safesteer_bench import steering
 from safesteer_bench.hooks import ResidualHook, hook_count
 from safesteer_bench.method import MethodContext
@@ -161,6 +163,14 @@ def test_auto_picks_responses_when_filter_leaves_too_few(tiny_base, data_dir, mo
     assert sum(s["chosen"] for s in d.scores) == 1
     assert all("add_harmful" in s and "add_harmless" in s for s in d.scores if s["evaluated"])
     assert d.direction.shape == (tiny_base.model.config.hidden_size,)
+
+
+def test_pinned_layer_scores_only_that_block(tiny_base, data_dir):
+    d = find_direction(tiny_base, get_profile("smoke"), data_dir, mode="responses", progress=False, layer=1)
+    assert d.layer == 1 and d.info["layer_pinned"] == 1
+    assert {s["layer"] for s in d.scores if s["evaluated"]} == {1}
+    with pytest.raises(UserError, match="outside the searched blocks"):
+        find_direction(tiny_base, get_profile("smoke"), data_dir, mode="responses", progress=False, layer=99)
 
 
 def test_auto_picks_prompts_when_model_refuses(tiny_base, data_dir, monkeypatch):
