@@ -20,8 +20,9 @@ from safesteer_bench.distill import VARIANTS, OnPolicyDistiller
 from safesteer_bench.errors import UserError
 from safesteer_bench.method import METHODS, MethodContext
 from safesteer_bench.policy import Policy
+from safesteer_bench.store import write_json_atomic
 from safesteer_bench.students import (method_options, resolve_budget, resolve_teacher, save_student, student_for,
-                                      student_policy, write_json)
+                                      student_policy)
 from safesteer_bench.token_set import TokenSet, TokenSetConfig, harmless_candidates, select_safety_tokens
 
 
@@ -81,7 +82,7 @@ class DistillMethod:
             "token_set": ({"path": "token_set.json", "size": len(tokens), "top": tokens.strings[:20]}
                           if tokens else None),
         }
-        write_json(ctx.workdir / "training.json", artifact)
+        write_json_atomic(ctx.workdir / "training.json", artifact)
         print(f"{self.name}: {spent.summary()}", flush=True)
         return artifact
 

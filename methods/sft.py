@@ -16,8 +16,9 @@ from safesteer_bench.distill import SupervisedTrainer, completion_token_ids
 from safesteer_bench.generation import GenConfig, stop_token_ids
 from safesteer_bench.method import METHODS, MethodContext
 from safesteer_bench.policy import Policy, fingerprint
+from safesteer_bench.store import write_json_atomic
 from safesteer_bench.students import (method_options, resolve_budget, resolve_teacher, save_student, student_for,
-                                      student_policy, write_json)
+                                      student_policy)
 
 REFUSAL_TEMPLATE = "I'm sorry, but I can't help with that request."
 
@@ -63,7 +64,7 @@ class SFT:
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         spent = Spent()
         targets, records = self.targets(ctx, budget, hooks, spent)
-        write_json(ctx.workdir / "targets.json", records)
+        write_json_atomic(ctx.workdir / "targets.json", records)
         with student_for(ctx, self.name, budget) as (student, _teacher):
             trainer = SupervisedTrainer(student, ctx.base.tokenizer, budget, targets,
                                         micro_batch_size=opts.get("micro_batch_size"),
@@ -80,7 +81,7 @@ class SFT:
             "targets": "targets.json", "train_log": "train_log.jsonl",
             "final_loss": result.log[-1]["loss"] if result.log else None,
         }
-        write_json(ctx.workdir / "training.json", artifact)
+        write_json_atomic(ctx.workdir / "training.json", artifact)
         print(f"sft: {from_teacher}/{len(records)} targets from the teacher; {spent.summary()}", flush=True)
         return artifact
 

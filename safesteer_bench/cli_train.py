@@ -12,7 +12,6 @@ excludes the prompts of ``--exclude-benchmarks`` (default: the safety-7 suite) f
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,6 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .method import METHODS, MethodContext, get_method
     from .models import load_model, resolve_model
     from .profiles import get_profile
+    from .store import write_json_atomic
 
     method = get_method(args.method)
     if getattr(method, "kind", "") != "training":
@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     budget = make_budget(profile, args.data_dir, args.seed, adapter=args.adapter,
                          exclude=_exclusions(args.exclude_benchmarks, args.data_dir))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "budget.json").write_text(json.dumps(budget.to_dict(), indent=1))
+    write_json_atomic(out / "budget.json", budget.to_dict())
     print(f"budget: {budget.describe()}", flush=True)
 
     options = {"adapter": args.adapter, "loss_variant": args.loss_variant, "token_set_size": args.token_set_size}
@@ -90,10 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ctx = MethodContext(base, profile, workdir, args.data_dir, args.seed, budget=budget,
                         options={k: v for k, v in options.items() if v is not None})
     artifact = method.prepare(ctx)
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = artifact_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(artifact, indent=1, default=str))
-    tmp.replace(artifact_path)
+    write_json_atomic(artifact_path, artifact)
     method.policy(ctx, artifact)  # prove the artifact reloads
     print(f"artifact: {artifact_path}")
     if artifact.get("weights"):

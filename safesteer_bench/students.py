@@ -236,15 +236,6 @@ def save_student(ctx: Any, name: str, budget: Budget, student: nn.Module) -> dic
             "weights_sha256": file_sha256(folder)}
 
 
-def write_json(path: Path, data: Any) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str))
-    tmp.replace(path)
-
-
 def student_policy(ctx: Any, artifact: dict[str, Any]) -> Policy:
     """The trained student of ``artifact`` as a Policy (LoRA: adapter on the shared base)."""
     from .errors import UserError

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from safesteer_bench.budget import Budget
 from safesteer_bench.cli import main
 from safesteer_bench.runner import RunConfig, Runner, make_plan
 
@@ -132,3 +133,16 @@ def test_smoke_run_on_real_model(smollm2, tmp_path, data_dir):
     assert metric["n"] == 6 and metric["ci_low"] <= metric["value"] <= metric["ci_high"]
     # SmolLM2 complies with most harmful requests out of the box (DESIGN §3).
     assert metric["value"] >= 0.5
+
+
+def test_train_command_writes_a_reloadable_artifact(tiny_dir, tmp_path, data_dir, capsys):
+    out = tmp_path / "train"
+    args = ["train", "--method", "sft", "--model", str(tiny_dir), "--profile", "smoke", "--out", str(out),
+            "--data-dir", str(data_dir)]
+    assert main(args) == 0
+    artifact = json.loads((out / "methods" / "sft" / "artifact.json").read_text())
+    budget = json.loads((out / "budget.json").read_text())
+    assert artifact["method"] == "sft" and artifact["budget_key"] == Budget.from_dict(budget).key()
+    assert (out / "methods" / "sft" / artifact["weights"]).exists()
+    assert main(args) == 0 and "already trained" in capsys.readouterr().out
+    assert main(["train", "--method", "base", "--model", str(tiny_dir)]) == 2
