@@ -653,7 +653,7 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
                    allow_code_execution: bool = False, seed: int = 0, *,
                    batch_size: int = 8, cache: Path | None = None, use_cache: bool = True,
                    num_fewshot: int | None = None, bootstrap_iters: int = 100_000,
-                   ) -> dict[str, dict[str, Any]]:
+                   generate_limit: int | None = None) -> dict[str, dict[str, Any]]:
     """Score ``policy`` on capability ``benchmarks`` (specs with ``kind="capability"``) with lm-eval.
 
     Returns ``{benchmark: {metric: {"value", "stderr", "n", "direction"}, "scored_via",
@@ -666,6 +666,7 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
 
     ``limit``: documents per benchmark, as lm-eval's ``--limit`` (the first ``limit`` of the
     task) except that a group spreads it over its subtasks (:func:`task_limit`); None = all.
+    ``generate_limit`` replaces ``limit`` for generation tasks (GSM8K, HumanEval, IFEval) when given.
     ``seed`` offsets lm-eval's seeds (0 reproduces lm-eval's defaults); ``num_fewshot`` overrides
     the tasks' defaults as ``lm_eval --num_fewshot`` does (MMLU 5-shot: 5); ``cache`` is the
     cache root (default :func:`safesteer_bench.paths.cache_dir`); ``use_cache=False`` turns off
@@ -681,8 +682,10 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
         if spec.kind != "capability" or not spec.task:
             raise ValueError(f"benchmark {spec.name} is not a capability benchmark with a task")
         lt = local_task(spec.task)
-        base = {"lm_eval_task": spec.task, "limit": limit,
-                "limit_per_task": task_limit(spec.task, limit),
+        docs = generate_limit if generate_limit is not None and lt is not None and \
+            lt.output_type == "generate_until" else limit
+        base = {"lm_eval_task": spec.task, "limit": docs,
+                "limit_per_task": task_limit(spec.task, docs),
                 "lm_eval_equivalent": (spec.task.replace("ssb_", "", 1) if lt else spec.task)}
         skip = None
         if lt is not None and lt.runs_code and not allow_code_execution:

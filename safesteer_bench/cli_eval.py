@@ -114,7 +114,9 @@ def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
                     profile=profile.name, out=run_dir.parent, judge=doc.get("judge"), data_dir=data_dir,
                     seed=doc.get("seed", 0), limit=doc.get("limit"), run_id=doc["run_id"], progress=False,
                     command=old.get("command", ""), adapter=doc.get("adapter", "lora"),
-                    method_args=doc.get("method_args") or {}, capability_limit=doc.get("capability_limit"))
+                    method_args=doc.get("method_args") or {}, capability_limit=doc.get("capability_limit"),
+                    # plans written before generation tasks had their own cap used one limit for all
+                    capability_generate_limit=doc.get("capability_generate_limit", doc.get("capability_limit")))
     return Plan(cfg, profile, [BENCHMARKS.get(n) for n in doc["benchmarks"]], doc["run_id"], run_dir)
 
 

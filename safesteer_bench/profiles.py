@@ -32,6 +32,9 @@ class Profile:
     token_set_samples: int
     # Capability suites (lm-eval ``limit`` per task).
     capability_limit: int | None
+    # Generation tasks (GSM8K, HumanEval, IFEval) cost ~100x a multiple-choice document on CPU
+    # (5-shot prompts, up to 256 new tokens, and 4x that under alignbeam): they get a lower cap.
+    capability_generate_limit: int | None = None  # None: same as capability_limit
     # Direction search cost control: screen every k-th layer, then refine around the best.
     direction_layer_stride: int = 1
 
@@ -53,11 +56,11 @@ PROFILES: dict[str, Profile] = {
                 direction_prompts=16, direction_val_prompts=8, token_set_prompts=8,
                 token_set_samples=8, capability_limit=20, direction_layer_stride=4),
         Profile("quick", "CPU reference on SmolLM2: all 100 training prompts, fewer samples/tokens",
-                eval_limit=50, max_new_tokens=64, batch_size=16, train_prompts=None,
+                eval_limit=50, max_new_tokens=64, batch_size=64, train_prompts=None,
                 samples_per_prompt=4, train_max_new_tokens=40, prompts_per_step=4,
                 learning_rate=2e-4, lora_rank=16, direction_prompts=64, direction_val_prompts=16,
                 token_set_prompts=16, token_set_samples=8, capability_limit=100,
-                direction_layer_stride=2),
+                capability_generate_limit=20, direction_layer_stride=2),
         Profile("paper", "the DESIGN defaults (GPU)", eval_limit=None, max_new_tokens=256,
                 batch_size=32, train_prompts=None, samples_per_prompt=8, train_max_new_tokens=128,
                 prompts_per_step=8, learning_rate=1e-4, lora_rank=16, direction_prompts=128,

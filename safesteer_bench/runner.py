@@ -47,6 +47,7 @@ class RunConfig:
     adapter: str = "lora"  # training methods' adapter: lora | full (part of the shared budget)
     method_args: dict[str, Any] = field(default_factory=dict)  # options every method may read
     capability_limit: int | None = None  # overrides the profile's documents per capability task
+    capability_generate_limit: int | None = None  # ... per generation task (default: the profile's cap)
     allow_code_execution: bool = False  # HumanEval runs model-written code only when asked
 
 
@@ -65,7 +66,8 @@ class Plan:
             "run_id": self.run_id, "model": cfg.model, "methods": cfg.methods,
             "benchmarks": [b.name for b in self.benchmarks], "profile": self.profile.to_dict(),
             "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
-            "capability_limit": self.capability_limit, "adapter": cfg.adapter,
+            "capability_limit": self.capability_limit,
+            "capability_generate_limit": self.capability_generate_limit, "adapter": cfg.adapter,
             "method_args": cfg.method_args,
         }
 
@@ -77,6 +79,16 @@ class Plan:
     def capability_limit(self) -> int | None:
         cfg = self.config
         return cfg.capability_limit if cfg.capability_limit is not None else self.profile.capability_limit
+
+    @property
+    def capability_generate_limit(self) -> int | None:
+        """Documents per generation task: the config's own, else ``--capability-limit`` when given,
+        else the profile's cap (never above the profile's multiple-choice limit)."""
+        if self.config.capability_generate_limit is not None:
+            return self.config.capability_generate_limit
+        if self.config.capability_limit is not None or self.profile.capability_generate_limit is None:
+            return self.capability_limit
+        return min(self.profile.capability_generate_limit, self.capability_limit or self.profile.capability_generate_limit)
 
     @property
     def safety(self) -> list[BenchmarkSpec]:
@@ -127,7 +139,8 @@ def describe_plan(plan: Plan) -> str:
         f"  prompts per benchmark: {plan.limit or 'all'}; max new tokens: {plan.profile.max_new_tokens}",
     ]
     if plan.capability:
-        lines.append(f"  capability documents per task: {plan.capability_limit or 'all'}")
+        lines.append(f"  capability documents per task: {plan.capability_limit or 'all'} "
+                     f"(generation tasks: {plan.capability_generate_limit or 'all'})")
     return "\n".join(lines)
 
 
@@ -236,6 +249,7 @@ class Runner:
     def _capability_key(self, policy: Policy) -> str:
         cfg = self.plan.config
         return fingerprint(policy.fingerprint, [b.name for b in self.plan.capability], self.plan.capability_limit,
+                           self.plan.capability_generate_limit,
                            cfg.allow_code_execution, cfg.seed)
 
     def run_capability(self, name: str, policy: Policy) -> None:
@@ -245,7 +259,7 @@ class Runner:
         cfg = self.plan.config
         results = run_capability(policy, self.plan.capability, self.plan.capability_limit, cfg.data_dir,
                                  self.dir / "capability" / name, allow_code_execution=cfg.allow_code_execution,
-                                 seed=cfg.seed)
+                                 seed=cfg.seed, generate_limit=self.plan.capability_generate_limit)
         write_json_atomic(self.dir / "capability" / f"{name}.json",
                           {"key": self._capability_key(policy), "plan": self._capability_plan(), "results": results})
         self._tick("capability", started)
@@ -261,7 +275,8 @@ class Runner:
 
     def _capability_plan(self) -> dict[str, Any]:
         cfg = self.plan.config
-        return {"limit": self.plan.capability_limit, "code": cfg.allow_code_execution, "seed": cfg.seed}
+        return {"limit": self.plan.capability_limit, "generate_limit": self.plan.capability_generate_limit,
+                "code": cfg.allow_code_execution, "seed": cfg.seed}
 
     def context(self, name: str) -> MethodContext:
         cfg = self.plan.config

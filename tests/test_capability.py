@@ -258,6 +258,28 @@ def test_humaneval_is_skipped_without_opt_in(tiny, data_dir, cache, tmp_path):
     assert not (tmp_path / "humaneval").exists()  # nothing was generated or executed
 
 
+def test_generation_tasks_get_their_own_limit(tiny, data_dir, cache, tmp_path):
+    """``generate_limit`` caps generation tasks only; multiple-choice tasks keep ``limit``."""
+    model, tok = tiny
+    policy = Policy("p", model, tok, "fp-p")
+    specs = [BENCHMARKS.get("humaneval"), BENCHMARKS.get("ifeval")]
+    out = cap.run_capability(policy, specs, 100, data_dir, tmp_path, cache=cache, generate_limit=20)
+    assert [out[n]["limit"] for n in ("humaneval", "ifeval")] == [20, 20]  # both skipped, before any work
+    assert cap.task_limit("ssb_mmlu", 100) == 2
+
+
+def test_plan_caps_generation_tasks_unless_the_limit_is_explicit():
+    from safesteer_bench.runner import RunConfig, make_plan
+
+    def plan(**kw):
+        return make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5",
+                                   profile="quick", **kw))
+
+    assert (plan().capability_limit, plan().capability_generate_limit) == (100, 20)
+    assert (plan(capability_limit=7).capability_limit, plan(capability_limit=7).capability_generate_limit) == (7, 7)
+    assert plan(capability_limit=7, capability_generate_limit=3).capability_generate_limit == 3
+
+
 def test_code_execution_refused_without_opt_in(monkeypatch):
     monkeypatch.delenv(cap.CODE_EXECUTION_ENV, raising=False)
     with pytest.raises(UserError, match="allow-code-execution"):
