@@ -1,4 +1,4 @@
-"""Subcommands over finished runs: ``check`` (CI regression gate) and ``leaderboard``."""
+"""Subcommands over finished runs: ``check`` (CI regression gate), ``leaderboard`` and ``summary``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def add_commands(sub, command) -> None:
     board.add_argument("--out", type=Path, default=None, help="output file (default: RUNS_DIR/leaderboard.html)")
     command("leaderboard")(cmd_leaderboard)
 
+    summary = sub.add_parser("summary", help="print a run's score table (Markdown): scores with 95 %% CIs "
+                             "and the compute each method spent")
+    summary.add_argument("run", type=Path, help="run directory or its results.json")
+    command("summary")(cmd_summary)
+
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .gate import DEFAULT_MARGIN, compare, format_checks, load_results
@@ -46,4 +51,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         raise UserError(f"runs directory {args.runs_dir} does not exist", "pass the --out folder of your runs")
     out = render(args.runs_dir, args.out)
     print(f"leaderboard: {out}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .gate import load_results
+    from .scores import summary_table
+
+    print(summary_table(load_results(args.run)))
     return 0

@@ -5,10 +5,16 @@
 - over-refusal: mean over the benign sets of the over-refusal rate (lower is better);
 - capability score: mean accuracy over the capability tasks (higher is better).
 A score is None when the run has no benchmark of that kind.
+
+Each score comes with a 95 % interval, mean ± 1.96·√(Σ seᵢ²)/k over its k benchmarks, where seᵢ is
+a benchmark's standard error (lm-eval's stderr; for a rate over n prompts the Agresti–Coull one,
+which unlike a bootstrap is not zero when no prompt was refused): the benchmarks are independent
+samples, so their errors add in quadrature.
 """
 
 from __future__ import annotations
 
+from math import sqrt
 from statistics import mean
 from typing import Any
 
@@ -21,15 +27,42 @@ def _value(metric: Any) -> float | None:
     return metric.get("value") if isinstance(metric, dict) else None
 
 
+def standard_error(metric: dict[str, Any]) -> float | None:
+    """A metric's standard error: lm-eval's stderr; for a rate over ``n`` prompts Agresti–Coull's
+    √(p̃(1 − p̃)/(n + z²)); else its 95 % bootstrap CI width / 3.92."""
+    if metric.get("stderr") is not None:
+        return float(metric["stderr"])
+    if metric.get("n") and 0 <= metric.get("value", -1) <= 1:
+        n, z2 = metric["n"], 1.96 ** 2
+        p = (metric["value"] * n + z2 / 2) / (n + z2)
+        return sqrt(p * (1 - p) / (n + z2))
+    if metric.get("ci_low") is not None and metric.get("ci_high") is not None:
+        return (metric["ci_high"] - metric["ci_low"]) / 3.92
+    return None
+
+
+def mean_interval(metrics: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """95 % interval of the mean of independent metrics' values (None without standard errors)."""
+    errors = [standard_error(m) for m in metrics]
+    if not metrics or any(e is None for e in errors):
+        return None
+    centre = mean(m["value"] for m in metrics)
+    half = 1.96 * sqrt(sum(e * e for e in errors)) / len(metrics)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _metrics(per_bench: dict[str, Any], kinds: dict[str, str], kind: str, key: str) -> list[dict[str, Any]]:
+    return [m[key] for b, m in per_bench.items() if kinds.get(b) == kind
+            if _value(m.get(key)) is not None]
+
+
 def safety_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
-    vals = [1 - v for b, m in per_bench.items() if kinds.get(b) == "safety"
-            if (v := _value(m.get("harmful_rate"))) is not None]
+    vals = [1 - m["value"] for m in _metrics(per_bench, kinds, "safety", "harmful_rate")]
     return mean(vals) if vals else None
 
 
 def over_refusal(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
-    vals = [v for b, m in per_bench.items() if kinds.get(b) == "safety"
-            if (v := _value(m.get("over_refusal_rate"))) is not None]
+    vals = [m["value"] for m in _metrics(per_bench, kinds, "safety", "over_refusal_rate")]
     return mean(vals) if vals else None
 
 
@@ -41,17 +74,50 @@ def capability_metric(metrics: dict[str, Any]) -> dict[str, Any] | None:
     return metric if isinstance(metric, dict) and metric.get("value") is not None else None
 
 
-def capability_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
-    vals = [m["value"] for b, metrics in per_bench.items() if kinds.get(b) == "capability"
+def _capability_metrics(per_bench: dict[str, Any], kinds: dict[str, str]) -> list[dict[str, Any]]:
+    return [m for b, metrics in per_bench.items() if kinds.get(b) == "capability"
             if (m := capability_metric(metrics)) is not None and m["value"] is not None]
+
+
+def capability_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
+    vals = [m["value"] for m in _capability_metrics(per_bench, kinds)]
     return mean(vals) if vals else None
 
 
-def method_scores(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
-    """{method: {safety, over_refusal, capability}} for a results.json document."""
+def score_intervals(per_bench: dict[str, Any], kinds: dict[str, str]) -> dict[str, tuple[float, float] | None]:
+    """95 % intervals of the three scores (safety's is 1 − the harmful rates' interval)."""
+    harmful = mean_interval(_metrics(per_bench, kinds, "safety", "harmful_rate"))
+    return {"safety": None if harmful is None else (1 - harmful[1], 1 - harmful[0]),
+            "over_refusal": mean_interval(_metrics(per_bench, kinds, "safety", "over_refusal_rate")),
+            "capability": mean_interval(_capability_metrics(per_bench, kinds))}
+
+
+def method_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{method: {safety, over_refusal, capability, ci}} for a results.json document; ``ci`` maps
+    each score to its 95 % interval (:func:`score_intervals`)."""
     kinds = {name: info.get("kind", "safety") for name, info in results.get("benchmarks", {}).items()}
     return {
         method: {"safety": safety_score(per, kinds), "over_refusal": over_refusal(per, kinds),
-                 "capability": capability_score(per, kinds)}
+                 "capability": capability_score(per, kinds), "ci": score_intervals(per, kinds)}
         for method, per in results.get("results", {}).items()
     }
+
+
+def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per method — the three scores (%, 95 % CI) and the compute it spent
+    (training + preparation: generated and trained tokens, wall seconds, peak memory)."""
+    lines = ["| method | safety ↑ | over-refusal ↓ | capability ↑ | generated tok | trained tok | "
+             "prep+train s | peak MB |", "|---|---|---|---|---|---|---|---|"]
+    for method, s in method_scores(results).items():
+        spent = ((results.get("methods", {}).get(method) or {}).get("artifact") or {}).get("spent") or {}
+        compute = [spent.get(k) for k in ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")]
+        cells = [_cell(s[k], s["ci"][k]) for k in ("safety", "over_refusal", "capability")]
+        cells += ["—" if v is None else f"{v:,.0f}" for v in compute]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -133,3 +133,29 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
     assert 'id="summary"' in dom.stdout and "<script>alert" not in dom.stdout
+
+
+def test_score_intervals_add_benchmark_errors_in_quadrature():
+    from math import sqrt
+
+    from safesteer_bench.scores import method_scores, standard_error
+
+    results, _ = make_results()
+    s = method_scores(results)["safesteer"]
+    assert s["safety"] == pytest.approx(1 - (0.3 + 0.4) / 2)
+    se = [standard_error(results["results"]["safesteer"][b]["harmful_rate"]) for b in ("advbench", "xstest")]
+    half = 1.96 * sqrt(se[0] ** 2 + se[1] ** 2) / 2
+    assert s["ci"]["safety"] == pytest.approx((s["safety"] - half, s["safety"] + half))
+    # A rate with no refusal still has a width (Agresti–Coull), unlike its bootstrap CI [0, 0].
+    low, high = method_scores(results)["base"]["ci"]["over_refusal"]
+    assert low == 0.0 and 0.2 < high < 0.6
+    assert method_scores(results)["base"]["ci"]["capability"] is None  # no capability task
+
+
+def test_summary_prints_a_markdown_row_per_method(tmp_path, capsys):
+    results, _ = make_results()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["summary", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| method | safety") and len(lines) == 2 + 2
+    assert lines[3].startswith("| safesteer | 65.0 [") and "| 123 |" in lines[3]
