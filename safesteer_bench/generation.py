@@ -23,16 +23,34 @@ class GenConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 16
+    # Rows x (longest prompt + new tokens) per batch: long jailbreak templates (up to ~1,500
+    # tokens) go in small batches instead of padding 64 short prompts up to their length.
+    max_batch_tokens: int = 8192
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
     def key(self) -> dict[str, Any]:
-        """Settings that change outputs (batch size does not, up to float noise) for fingerprints."""
+        """Settings that change outputs (batching does not, up to float noise) for fingerprints."""
         data = asdict(self)
         data.pop("batch_size")
+        data.pop("max_batch_tokens")
         return data
+
+
+def token_batches(lengths: Sequence[int], cfg: GenConfig) -> list[list[int]]:
+    """Indices of ``lengths`` (prompt tokens) grouped into batches, longest first: at most
+    ``cfg.batch_size`` rows, and at most ``cfg.max_batch_tokens`` padded positions, counting
+    the new tokens, unless one prompt alone exceeds it."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    while order:
+        width = lengths[order[0]] + cfg.max_new_tokens  # sorted: the first row is the longest
+        rows = max(1, min(cfg.batch_size, cfg.max_batch_tokens // width))
+        batches.append(order[:rows])
+        order = order[rows:]
+    return batches
 
 
 @dataclass
@@ -106,11 +124,12 @@ class HFEngine:
     def generate(self, prompts: Sequence[str], cfg: GenConfig, progress: bool = True) -> list[Completion]:
         start = time.perf_counter()
         # Sorting by length keeps padding (wasted compute) small within each batch.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        lengths = [len(ids) for ids in self.tokenizer([chat_text(self.tokenizer, p) for p in prompts],
+                                                      add_special_tokens=False)["input_ids"]]
         results: list[Completion | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False)
-        for b in range(0, len(order), cfg.batch_size):
-            idx = order[b : b + cfg.batch_size]
+        b = 0
+        for idx in token_batches(lengths, cfg):
             batch_start = time.perf_counter()
             batch = self._batch([prompts[i] for i in idx], cfg, seed=cfg.seed + b)
             # A batch decodes its rows together: each row is charged an equal share of its time.
@@ -119,6 +138,7 @@ class HFEngine:
                 completion.seconds = share
                 results[i] = completion
             bar.update(len(idx))
+            b += len(idx)
         bar.close()
         done = [r for r in results if r is not None]
         self.last_stats = GenerationStats(

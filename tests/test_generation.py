@@ -106,3 +106,26 @@ def test_real_model_generates_chat_answer(smollm2):
     assert "4" in out[0].text
     assert all(c.text.strip() for c in out)
     assert all("<|im_end|>" not in c.text for c in out)
+
+
+def test_token_batches_cap_padded_positions_and_rows():
+    from safesteer_bench.generation import token_batches
+
+    cfg = GenConfig(max_new_tokens=10, batch_size=4, max_batch_tokens=100)
+    lengths = [5, 90, 40, 10, 10, 10, 10, 10, 40]
+    batches = token_batches(lengths, cfg)
+    assert batches[0] == [1]  # 90 + 10 fills the budget alone
+    assert sorted(batches[1]) == [2, 8]  # 2 rows x (40 + 10) = 100
+    assert [len(b) for b in batches[2:]] == [4, 2]  # short prompts: the row cap, 4 x 20 <= 100
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    too_long = token_batches([500], cfg)  # one prompt over the budget still gets a batch
+    assert too_long == [[0]]
+
+
+def test_token_budget_batching_keeps_greedy_outputs(tiny):
+    model, tok = tiny
+    engine = HFEngine(model, tok)
+    prompts = ["a " * n for n in (1, 30, 3, 12, 60, 2)]
+    wide = engine.generate(prompts, GenConfig(max_new_tokens=6, batch_size=8, max_batch_tokens=10**6), progress=False)
+    narrow = engine.generate(prompts, GenConfig(max_new_tokens=6, batch_size=8, max_batch_tokens=80), progress=False)
+    assert [c.token_ids for c in wide] == [c.token_ids for c in narrow]
