@@ -468,8 +468,14 @@ def _hflm_class():
     return HFLM
 
 
-def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = None) -> Any:
+def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = None,
+                   generate_batch_size: int | None = None) -> Any:
     """An lm-eval ``HFLM`` on ``policy.model`` whose requests run inside ``policy.active()``.
+
+    ``generate_batch_size`` (default ``batch_size``) batches ``generate_until`` requests: a batch
+    decodes until its last row stops (HumanEval: up to 1,024 tokens), so 20 documents in one
+    batch cost about one third of three batches of 8. Log-likelihood batches stay at
+    ``batch_size``: HFLM materialises full-vocabulary log-probabilities for every position.
 
     ``calls`` counts requests per path (``loglikelihood`` / ``generate_until:model`` /
     ``generate_until:decoder`` ...) so a result can say how it was scored.
@@ -482,6 +488,7 @@ def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = No
                              batch_size=batch_size, max_length=max_length)
             self.policy = policy
             self.calls: dict[str, int] = {}
+            self.generate_batch_size = int(generate_batch_size or batch_size)
 
         def _count(self, what: str, n: int) -> None:
             self.calls[what] = self.calls.get(what, 0) + n
@@ -499,10 +506,18 @@ def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = No
         def generate_until(self, requests, disable_tqdm: bool = False):
             if self.policy.decoder is None:
                 self._count("generate_until:model", len(requests))
-                with self.policy.active():
+                with self.policy.active(), self._batching(self.generate_batch_size):
                     return super().generate_until(requests, disable_tqdm=disable_tqdm)
             self._count("generate_until:decoder", len(requests))
             return self._decoder_generate(requests)
+
+        @contextlib.contextmanager
+        def _batching(self, size: int) -> Iterator[None]:
+            saved, self.batch_size_per_gpu = self.batch_size_per_gpu, size
+            try:
+                yield
+            finally:
+                self.batch_size_per_gpu = saved
 
         def _decoder_generate(self, requests) -> list[str]:
             """Answer generate_until through ``policy.generate`` (the decoder), grouped by
@@ -523,7 +538,7 @@ def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = No
                                 temperature=float(kwargs.get("temperature") or 0.0)
                                 if kwargs.get("do_sample") else 0.0,
                                 top_p=float(kwargs.get("top_p") or 1.0),
-                                batch_size=int(self.batch_size) if str(self.batch_size).isdigit() else 8)
+                                batch_size=self.generate_batch_size)
                 completions = self.policy.generate([requests[i].args[0] for i in idx], cfg, False)
                 for i, c in zip(idx, completions):
                     text = postprocess_generated_text(c.text, until, None)
@@ -653,7 +668,8 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
                    allow_code_execution: bool = False, seed: int = 0, *,
                    batch_size: int = 8, cache: Path | None = None, use_cache: bool = True,
                    num_fewshot: int | None = None, bootstrap_iters: int = 100_000,
-                   generate_limit: int | None = None) -> dict[str, dict[str, Any]]:
+                   generate_limit: int | None = None,
+                   generate_batch_size: int | None = None) -> dict[str, dict[str, Any]]:
     """Score ``policy`` on capability ``benchmarks`` (specs with ``kind="capability"``) with lm-eval.
 
     Returns ``{benchmark: {metric: {"value", "stderr", "n", "direction"}, "scored_via",
@@ -666,7 +682,8 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
 
     ``limit``: documents per benchmark, as lm-eval's ``--limit`` (the first ``limit`` of the
     task) except that a group spreads it over its subtasks (:func:`task_limit`); None = all.
-    ``generate_limit`` replaces ``limit`` for generation tasks (GSM8K, HumanEval, IFEval) when given.
+    ``generate_limit`` replaces ``limit`` for generation tasks (GSM8K, HumanEval, IFEval) when given;
+    ``generate_batch_size`` batches their requests (default ``batch_size``, see :func:`make_policy_lm`).
     ``seed`` offsets lm-eval's seeds (0 reproduces lm-eval's defaults); ``num_fewshot`` overrides
     the tasks' defaults as ``lm_eval --num_fewshot`` does (MMLU 5-shot: 5); ``cache`` is the
     cache root (default :func:`safesteer_bench.paths.cache_dir`); ``use_cache=False`` turns off
@@ -705,7 +722,7 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
     n_local = sum(local_task(s.task) is not None for s, _ in plan)
     task_manager = TaskManager(include_path=str(prepare_tasks(local, data_dir, cache)),
                                include_defaults=n_local < len(plan))
-    lm = make_policy_lm(policy, batch_size=batch_size)
+    lm = make_policy_lm(policy, batch_size=batch_size, generate_batch_size=generate_batch_size)
     cache_prefix = str(response_cache_path(policy, cache)) if use_cache else None
     for spec, base in plan:
         lt = local_task(spec.task)

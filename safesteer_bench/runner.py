@@ -259,7 +259,8 @@ class Runner:
         cfg = self.plan.config
         results = run_capability(policy, self.plan.capability, self.plan.capability_limit, cfg.data_dir,
                                  self.dir / "capability" / name, allow_code_execution=cfg.allow_code_execution,
-                                 seed=cfg.seed, generate_limit=self.plan.capability_generate_limit)
+                                 seed=cfg.seed, generate_limit=self.plan.capability_generate_limit,
+                                 generate_batch_size=self.plan.profile.batch_size)
         write_json_atomic(self.dir / "capability" / f"{name}.json",
                           {"key": self._capability_key(policy), "plan": self._capability_plan(), "results": results})
         self._tick("capability", started)

@@ -370,3 +370,31 @@ def test_adapter_equals_lm_eval_direct(smollm2, data_dir, cache, tmp_path):
         direct_rows = json.loads(json.dumps([s["resps"] for s in direct["samples"][spec.task]]))
         assert ours_rows == direct_rows
         assert ours[spec.name]["acc"]["n"] == limits[spec.name]
+
+
+def test_generation_requests_use_the_generation_batch_size(tiny, data_dir, cache, tmp_path):
+    """GSM8K's 3 documents go in one batch of up to 64 rows, log-likelihood stays at 2 per batch."""
+    model, tok = tiny
+    policy = Policy("p", model, tok, "fp-gen-batch")
+    lm = cap.make_policy_lm(policy, batch_size=2, generate_batch_size=64)
+    rows: list[int] = []
+    real = lm._model_generate
+
+    def spy(context, *args, **kwargs):
+        rows.append(context.shape[0])
+        return real(context, *args, **kwargs)
+
+    lm._model_generate = spy
+    from lm_eval.api.instance import Instance
+
+    reqs = [Instance("generate_until", {}, (f"Question {i}: 2+2?", {"until": ["\n"], "max_gen_toks": 3}), i)
+            for i in range(3)]
+    assert len(lm.generate_until(reqs, disable_tqdm=True)) == 3
+    assert rows == [3] and lm.batch_size == 2  # one generation batch; the LL size is restored
+
+    seen: list[int] = []
+    beam = Policy("beam", model, tok, "fp-gen-batch-2",
+                  decoder=lambda prompts, cfg, progress: seen.append(cfg.batch_size)
+                  or [Completion(p, "4", 0, 0, True) for p in prompts])
+    assert cap.make_policy_lm(beam, batch_size=2, generate_batch_size=64).generate_until(reqs, True) == ["4"] * 3
+    assert seen == [64]
