@@ -109,15 +109,30 @@ def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
     return f"{100 * value:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
-def summary_table(results: dict[str, Any]) -> str:
-    """Markdown: one row per method — the three scores (%, 95 % CI) and the compute it spent
-    (training + preparation: generated and trained tokens, wall seconds, peak memory)."""
-    lines = ["| method | safety ↑ | over-refusal ↓ | capability ↑ | generated tok | trained tok | "
-             "prep+train s | peak MB |", "|---|---|---|---|---|---|---|---|"]
+SUMMARY_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "generated tok", "trained tok",
+                   "prep+train s", "peak MB"]
+
+
+def summary_rows(results: dict[str, Any], methods: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """(method, cells) for :data:`SUMMARY_COLUMNS`: the three scores (%, 95 % CI) and the compute
+    the method spent (training + preparation: generated and trained tokens, wall seconds, peak memory)."""
+    rows = []
     for method, s in method_scores(results).items():
+        if methods is not None and method not in methods:
+            continue
         spent = ((results.get("methods", {}).get(method) or {}).get("artifact") or {}).get("spent") or {}
         compute = [spent.get(k) for k in ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")]
         cells = [_cell(s[k], s["ci"][k]) for k in ("safety", "over_refusal", "capability")]
         cells += ["—" if v is None else f"{v:,.0f}" for v in compute]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append((method, cells))
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(["\n".join(lines)] + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per method, :data:`SUMMARY_COLUMNS`."""
+    return markdown_table(["method", *SUMMARY_COLUMNS], [[m, *cells] for m, cells in summary_rows(results)])
