@@ -9,7 +9,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .plots import bars_svg, tradeoff_svg
-from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, capability_metric, method_scores
+from .scores import (CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, capability_metric, dominated_by,
+                     method_scores)
 from .store import write_text_atomic
 
 # Metric shown per benchmark in the summary table, and whether higher is better for its column.
@@ -79,6 +80,10 @@ def tradeoff_plot(results: dict[str, Any]) -> tuple[str, str] | None:
     if not points:
         return None
     caption = f"y: safety score — {SAFETY_DEF}; x: {x_label} — {x_def}. Up and to the right is better."
+    beaten = {m: by for m, by in dominated_by(scores).items() if by}
+    caption += (" Dominated on safety, over-refusal and capability (point estimates): "
+                + "; ".join(f"{m} by {', '.join(by)}" for m, by in beaten.items()) + "." if beaten else
+                " No method is dominated on safety, over-refusal and capability (point estimates).")
     return tradeoff_svg(points, x_label, "safety score"), caption
 
 

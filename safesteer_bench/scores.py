@@ -103,26 +103,47 @@ def method_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+AXES = (("safety", 1), ("over_refusal", -1), ("capability", 1))  # (score, +1 higher is better)
+
+
+def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when scores ``a`` are at least as good as ``b`` on every axis both have and strictly
+    better on one (point estimates: a dominance inside the confidence intervals is not a
+    significant one, and the summary shows the intervals beside it)."""
+    shared = [(k, sign) for k, sign in AXES if a.get(k) is not None and b.get(k) is not None]
+    diffs = [sign * (a[k] - b[k]) for k, sign in shared]
+    return bool(diffs) and all(d >= 0 for d in diffs) and any(d > 0 for d in diffs)
+
+
+def dominated_by(scores: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """{method: the methods that dominate it} over safety ↑, over-refusal ↓ and capability ↑."""
+    return {m: [o for o in scores if o != m and dominates(scores[o], scores[m])] for m in scores}
+
+
 def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
     if value is None:
         return "—"
     return f"{100 * value:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
-SUMMARY_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "generated tok", "trained tok",
-                   "prep+train s", "peak MB"]
+SUMMARY_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "dominated by", "generated tok",
+                   "trained tok", "prep+train s", "peak MB"]
 
 
 def summary_rows(results: dict[str, Any], methods: list[str] | None = None) -> list[tuple[str, list[str]]]:
-    """(method, cells) for :data:`SUMMARY_COLUMNS`: the three scores (%, 95 % CI) and the compute
-    the method spent (training + preparation: generated and trained tokens, wall seconds, peak memory)."""
+    """(method, cells) for :data:`SUMMARY_COLUMNS`: the three scores (%, 95 % CI), the methods of
+    the run that dominate it (:func:`dominated_by`) and the compute it spent (training +
+    preparation: generated and trained tokens, wall seconds, peak memory)."""
     rows = []
-    for method, s in method_scores(results).items():
+    scores = method_scores(results)
+    beaten = dominated_by(scores)
+    for method, s in scores.items():
         if methods is not None and method not in methods:
             continue
         spent = ((results.get("methods", {}).get(method) or {}).get("artifact") or {}).get("spent") or {}
         compute = [spent.get(k) for k in ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")]
         cells = [_cell(s[k], s["ci"][k]) for k in ("safety", "over_refusal", "capability")]
+        cells.append(", ".join(beaten[method]) or "none")
         cells += ["—" if v is None else f"{v:,.0f}" for v in compute]
         rows.append((method, cells))
     return rows

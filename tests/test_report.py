@@ -159,3 +159,32 @@ def test_summary_prints_a_markdown_row_per_method(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| method | safety") and len(lines) == 2 + 2
     assert lines[3].startswith("| safesteer | 65.0 [") and "| 123 |" in lines[3]
+
+
+def test_dominance_over_three_axes():
+    from safesteer_bench.scores import dominated_by, dominates
+
+    a = {"safety": 0.6, "over_refusal": 0.1, "capability": 0.4}
+    assert dominates(a, {"safety": 0.5, "over_refusal": 0.1, "capability": 0.4})
+    assert not dominates(a, dict(a))  # equal is not dominated
+    assert not dominates(a, {"safety": 0.5, "over_refusal": 0.05, "capability": 0.4})  # a trade-off
+    assert dominates(a, {"safety": 0.5, "over_refusal": 0.2, "capability": None})  # shared axes only
+    beaten = dominated_by({"x": a, "y": {"safety": 0.1, "over_refusal": 0.3, "capability": 0.2},
+                           "z": {"safety": 0.9, "over_refusal": 0.5, "capability": 0.1}})
+    assert beaten == {"x": [], "y": ["x"], "z": []}
+
+
+def test_summary_and_report_name_the_dominated_methods(tmp_path, capsys):
+    results, _ = make_results()
+    from safesteer_bench.scores import dominated_by, method_scores
+    from safesteer_bench.report import tradeoff_plot
+
+    beaten = dominated_by(method_scores(results))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["summary", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
+    for row in rows:
+        method = row.split("|")[1].strip()
+        assert row.split("|")[5].strip() == (", ".join(beaten[method]) or "none")
+    caption = tradeoff_plot(results)[1]
+    assert ("No method is dominated" in caption) == (not any(beaten.values()))
