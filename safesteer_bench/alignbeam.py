@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .generation import Completion, GenConfig, HFEngine, chat_text, stop_token_ids
+from .generation import Completion, GenConfig, HFEngine, chat_text, stop_token_ids, token_batches
 from .judges import Verdict, get_judge, is_harmful
 
 # --------------------------------------------------------------------------------------------
@@ -379,29 +379,34 @@ class AlignBeamDecoder:
 
     def __call__(self, prompts: Sequence[str], gen: GenConfig, progress: bool = True) -> list[Completion]:
         started = time.perf_counter()
-        per_batch = max(1, gen.batch_size // self.cfg.beams)
-        results: list[Completion] = []
-        self.last_details = []
+        # K rows per prompt: batches of ``batch_size // K`` prompts, length-sorted under the token
+        # budget (HFEngine's rule), so 1,500-token jailbreak templates do not pad short prompts.
+        per_prompt = replace(gen, batch_size=max(1, gen.batch_size // self.cfg.beams),
+                             max_batch_tokens=max(1, gen.max_batch_tokens // self.cfg.beams))
+        lengths = [len(prompt_ids(self.target.tokenizer, p)) for p in prompts]
+        results: list[Completion | None] = [None] * len(prompts)
+        details: list[dict[str, Any] | None] = [None] * len(prompts)
         self.totals = {"prompts": 0, "beam_tokens": 0, "anchor_forwards": 0, "seconds": 0.0}
         bar = tqdm(total=len(prompts), desc="alignbeam", unit="prompt", disable=not progress, leave=False)
-        for start in range(0, len(prompts), per_batch):
-            chunk = list(prompts[start : start + per_batch])
+        for idx in token_batches(lengths, per_prompt):
             t0 = time.perf_counter()
-            completions, details = self._batch(chunk, gen.max_new_tokens)
-            seconds = (time.perf_counter() - t0) / len(chunk)
-            for c in completions:
+            completions, batch_details = self._batch([prompts[i] for i in idx], gen.max_new_tokens,
+                                                     gen.stop_strings)
+            seconds = (time.perf_counter() - t0) / len(idx)
+            for i, c, d in zip(idx, completions, batch_details):
                 c.seconds = seconds
-            results.extend(completions)
-            self.last_details.extend(details)
-            bar.update(len(chunk))
+                results[i], details[i] = c, d
+            bar.update(len(idx))
         bar.close()
+        self.last_details = [d for d in details if d is not None]
         self.totals["prompts"] = len(prompts)
         self.totals["seconds"] = time.perf_counter() - started
-        return results
+        return [c for c in results if c is not None]
 
     # -- one batch of prompts ------------------------------------------------------------------
     @torch.inference_mode()
-    def _batch(self, prompts: list[str], max_new: int) -> tuple[list[Completion], list[dict[str, Any]]]:
+    def _batch(self, prompts: list[str], max_new: int, stop_strings: Sequence[str] = ()
+               ) -> tuple[list[Completion], list[dict[str, Any]]]:
         cfg, K, B = self.cfg, self.cfg.beams, len(prompts)
         ttok = self.target.tokenizer
         pad = _pad_id(ttok)
@@ -466,6 +471,9 @@ class AlignBeamDecoder:
             for r in range(rows):
                 if not was_finished[r]:
                     generated[r].append(int(token[r]))
+            if stop_strings:
+                is_stop |= torch.tensor([not was_finished[r] and self._ends_in_stop(generated[r], stop_strings)
+                                         for r in range(rows)])
             finished = was_finished | is_stop
             self.totals["beam_tokens"] += int((~was_finished).sum())
             if bool(finished.all()) or step + 1 >= max_new:
@@ -476,6 +484,13 @@ class AlignBeamDecoder:
                 self.totals["anchor_forwards"] += 1
 
         return self._select(prompts, t_prompts, generated, finished, score, loglik)
+
+    def _ends_in_stop(self, ids: list[int], stop_strings: Sequence[str]) -> bool:
+        """Whether the text of ``ids`` gained a stop string with its last token (decoding a tail
+        window long enough for any stop string keeps this O(1) per step)."""
+        window = max(len(s) for s in stop_strings) + 8
+        tail = self.target.tokenizer.decode(ids[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stop_strings)
 
     def _anchor_logits(self, anchor: _Stream, a_prompts: list[list[int]], generated: list[list[int]],
                        K: int) -> torch.Tensor:

@@ -538,7 +538,7 @@ def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = No
                                 temperature=float(kwargs.get("temperature") or 0.0)
                                 if kwargs.get("do_sample") else 0.0,
                                 top_p=float(kwargs.get("top_p") or 1.0),
-                                batch_size=self.generate_batch_size)
+                                batch_size=self.generate_batch_size, stop_strings=tuple(until))
                 completions = self.policy.generate([requests[i].args[0] for i in idx], cfg, False)
                 for i, c in zip(idx, completions):
                     text = postprocess_generated_text(c.text, until, None)

@@ -26,6 +26,9 @@ class GenConfig:
     # Rows x (longest prompt + new tokens) per batch: long jailbreak templates (up to ~1,500
     # tokens) go in small batches instead of padding 64 short prompts up to their length.
     max_batch_tokens: int = 8192
+    # Text that ends a completion as a stop token does (lm-eval's ``until``: "\nclass" for
+    # HumanEval): decoding stops there instead of running to max_new_tokens.
+    stop_strings: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -36,6 +39,10 @@ class GenConfig:
         data = asdict(self)
         data.pop("batch_size")
         data.pop("max_batch_tokens")
+        if not data["stop_strings"]:
+            data.pop("stop_strings")  # keeps the fingerprints of generations from before the field
+        else:
+            data["stop_strings"] = list(data["stop_strings"])
         return data
 
 
@@ -155,6 +162,8 @@ class HFEngine:
         if not cfg.greedy:
             torch.manual_seed(seed)
             sampling = {"do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": 0}
+        if cfg.stop_strings:
+            sampling.update(stop_strings=list(cfg.stop_strings), tokenizer=self.tokenizer)
         out = self.model.generate(
             **enc, max_new_tokens=cfg.max_new_tokens, eos_token_id=stops,
             pad_token_id=self.tokenizer.pad_token_id, **sampling,

@@ -340,6 +340,32 @@ def test_batches_keep_prompts_apart(target, steered_anchor):
     assert mixed[3].token_ids == alone[0].token_ids
 
 
+def test_prompts_come_back_in_order_under_a_token_budget(target, steered_anchor):
+    """Length-sorted batches under max_batch_tokens return completions in the callers' order,
+    equal to one batch holding every prompt."""
+    cfg = AlignBeamConfig(alpha=0.5, prefix_steps=2, beams=2)
+    prompts = ["a " * n + p for n, p in zip((30, 0, 12, 3), PROMPTS)]
+    one = AlignBeamDecoder(target, steered_anchor, cfg)(prompts, GenConfig(max_new_tokens=6, batch_size=64), False)
+    decoder = AlignBeamDecoder(target, steered_anchor, cfg)
+    split = decoder(prompts, GenConfig(max_new_tokens=6, batch_size=64, max_batch_tokens=120), False)
+    assert [c.prompt for c in split] == prompts
+    assert [c.token_ids for c in split] == [c.token_ids for c in one]
+    assert [d["prompt"] for d in decoder.last_details] == prompts
+
+
+def test_stop_strings_end_a_completion(target, steered_anchor):
+    """A stop string ends a beam like a stop token: the text is cut right after it appears."""
+    cfg = AlignBeamConfig(alpha=0.5, prefix_steps=2, beams=2)
+    free = AlignBeamDecoder(target, steered_anchor, cfg)(PROMPTS[:2], GenConfig(max_new_tokens=12), False)
+    text = free[0].text
+    stop = text.strip()[len(text.strip()) // 2:][:3]  # a string the free completion reaches midway
+    assert stop.strip()
+    cut = AlignBeamDecoder(target, steered_anchor, cfg)(PROMPTS[:2], GenConfig(max_new_tokens=12,
+                                                                              stop_strings=(stop,)), False)
+    assert stop in cut[0].text and cut[0].finished and cut[0].new_tokens < free[0].new_tokens
+    assert free[0].text.startswith(cut[0].text)
+
+
 # --------------------------------------------------------------------------------------------
 # Latency and the method
 # --------------------------------------------------------------------------------------------

@@ -129,3 +129,16 @@ def test_token_budget_batching_keeps_greedy_outputs(tiny):
     wide = engine.generate(prompts, GenConfig(max_new_tokens=6, batch_size=8, max_batch_tokens=10**6), progress=False)
     narrow = engine.generate(prompts, GenConfig(max_new_tokens=6, batch_size=8, max_batch_tokens=80), progress=False)
     assert [c.token_ids for c in wide] == [c.token_ids for c in narrow]
+
+
+def test_stop_strings_end_greedy_generation(tiny):
+    model, tok = tiny
+    engine = HFEngine(model, tok)
+    free = engine.generate(["a b c"], GenConfig(max_new_tokens=12), progress=False)[0]
+    stop = free.text.strip()[len(free.text.strip()) // 2:][:3]
+    assert stop.strip()
+    cut = engine.generate(["a b c"], GenConfig(max_new_tokens=12, stop_strings=(stop,)), progress=False)[0]
+    assert stop in cut.text and len(cut.token_ids) < len(free.token_ids)
+    assert free.token_ids[:len(cut.token_ids)] == cut.token_ids
+    assert GenConfig().key() == {k: v for k, v in GenConfig(stop_strings=()).key().items()}
+    assert "stop_strings" not in GenConfig().key() and GenConfig(stop_strings=("x",)).key()["stop_strings"] == ["x"]
