@@ -374,8 +374,12 @@ def filter_prompts(model: Any, tokenizer: Any, data: DirectionPrompts, mode: str
              "mean_harmful_score": float(scores.mean()), "min_kept_fraction": MIN_KEPT_FRACTION}
     if not enough:
         if mode == "prompts":
-            raise ValueError(f"prompts mode: only {len(kept_train)}/{n_train} harmful prompts pass the "
-                             "refusal filter (the model rarely refuses); use mode 'responses' or 'auto'")
+            from .errors import UserError
+
+            # A user choice the model cannot support: one line and exit 2, not a traceback.
+            raise UserError(f"direction_mode=prompts: only {len(kept_train)}/{n_train} harmful prompts pass "
+                            "the refusal filter (the model rarely refuses on its own)",
+                            "use --method-args direction_mode=responses or direction_mode=auto")
         return "responses", data, stats
     h_scores = refusal_score(model, tokenizer, data.harmless_train + data.harmless_val, batch_size)
     h_keep = (h_scores < 0).tolist()

@@ -35,7 +35,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str], list[str], str]] = {
 }
 
 
-def run_variant(name: str, args: argparse.Namespace) -> Path:
+def run_variant(name: str, args: argparse.Namespace) -> Path | None:
     _, overrides, flags, methods = VARIANTS[name]
     method_args = ",".join(f"{k}={v}" for k, v in {**REFERENCE, **overrides}.items())
     run_id = f"{args.prefix}-{name}"
@@ -45,9 +45,12 @@ def run_variant(name: str, args: argparse.Namespace) -> Path:
            "--method-args", method_args, "--run-id", run_id, *flags, *(["--dry-run"] if args.dry_run else [])]
     print("$", " ".join(cmd), flush=True)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
-    return Path("runs") / run_id / "results.json"
+    code = subprocess.run(cmd).returncode
+    print(f"{name}: {time.perf_counter() - started:.0f} s" + (f", failed (exit {code}), left out" if code else ""),
+          flush=True)
+    # A variant the model cannot support (prompts mode on a model that never refuses) is left
+    # out of the table with the run's one-line error above, not a reason to lose the others.
+    return None if code else Path("runs") / run_id / "results.json"
 
 
 def table(paths: dict[str, Path]) -> str:
@@ -78,18 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    paths = {name: run_variant(name, args) for name in names}
-    if args.dry_run:
-        return 0
+    ran = {name: run_variant(name, args) for name in names}
+    paths = {name: path for name, path in ran.items() if path is not None}
+    if args.dry_run or not paths:
+        return 0 if len(paths) == len(names) else 1
     args.out.mkdir(parents=True, exist_ok=True)
     for name, path in paths.items():
         shutil.copy(path, args.out / f"{name}.results.json")
-    rows = "\n".join(f"- `{n}`: {VARIANTS[n][0]}" for n in names)
+    rows = "\n".join(f"- `{n}`: {VARIANTS[n][0]}" + ("" if n in paths else " — failed, see the log") for n in names)
     text = (f"# SafeSteer ablations ({args.model}, profile {args.profile}, {args.benchmarks}, "
             f"--limit {args.limit}, --capability-limit {args.capability_limit})\n\n{rows}\n\n{table(paths)}\n")
     (args.out / "ABLATIONS.md").write_text(text)
     print(text)
-    return 0
+    return 0 if len(paths) == len(names) else 1
 
 
 if __name__ == "__main__":

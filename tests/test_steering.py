@@ -185,8 +185,11 @@ def test_auto_picks_prompts_when_model_refuses(tiny_base, data_dir, monkeypatch)
 
 def test_prompts_mode_refuses_when_nothing_passes_the_filter(tiny_base, data_dir, monkeypatch):
     monkeypatch.setattr(steering, "refusal_score", const_score(-2.0))
-    with pytest.raises(ValueError, match="responses"):
+    from safesteer_bench.errors import UserError
+
+    with pytest.raises(UserError, match="refusal filter") as err:
         find_direction(tiny_base, get_profile("smoke"), data_dir, mode="prompts", progress=False)
+    assert "direction_mode=responses" in err.value.fix
 
 
 def test_choose_coef_takes_smallest_reaching_target(tiny_base, monkeypatch):
