@@ -473,8 +473,9 @@ def make_policy_lm(policy: Any, batch_size: int = 8, max_length: int | None = No
     """An lm-eval ``HFLM`` on ``policy.model`` whose requests run inside ``policy.active()``.
 
     ``generate_batch_size`` (default ``batch_size``) batches ``generate_until`` requests: a batch
-    decodes until its last row stops (HumanEval: up to 1,024 tokens), so 20 documents in one
-    batch cost about one third of three batches of 8. Log-likelihood batches stay at
+    decodes until its last row stops (HumanEval: up to 1,024 tokens), so fewer, wider batches
+    cost less (measured by scripts/bench_capability.py: 20 HumanEval documents 296 s at 8 per
+    batch, 247 s in one batch, on 2 CPU cores). Log-likelihood batches stay at
     ``batch_size``: HFLM materialises full-vocabulary log-probabilities for every position.
 
     ``calls`` counts requests per path (``loglikelihood`` / ``generate_until:model`` /
