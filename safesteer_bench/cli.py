@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method-args", type=_kv, default={},
                      help="options for the methods, e.g. coef=auto,direction_mode=responses,loss_variant=partial")
     run.add_argument("--capability-limit", type=int, default=None,
-                     help="documents per capability task, generation tasks included (overrides the profile, 'quick': 100 multiple-choice, 20 generation)")
+                     help="documents per capability task, generation tasks included (overrides the profile, 'quick': 50 multiple-choice, 10 generation)")
     run.add_argument("--allow-code-execution", action="store_true",
                      help="let HumanEval run model-written code (in a subprocess with a timeout)")
     _add_model_flags(run)

@@ -30,7 +30,9 @@ class Profile:
     direction_val_prompts: int
     token_set_prompts: int
     token_set_samples: int
-    # Capability suites (lm-eval ``limit`` per task).
+    # Capability suites (lm-eval ``limit`` per task). ``quick`` keeps 50 / 10: at 100 / 20 its
+    # capability stage alone took 93 of a 3-hour reference run (reports/smollm2-135m-quick/RUN.md)
+    # and GSM8K / HumanEval scored 0 for every method at 135M.
     capability_limit: int | None
     # Generation tasks (GSM8K, HumanEval, IFEval) cost ~100x a multiple-choice document on CPU
     # (5-shot prompts, up to 256 new tokens, and 4x that under alignbeam): they get a lower cap.
@@ -59,8 +61,8 @@ PROFILES: dict[str, Profile] = {
                 eval_limit=50, max_new_tokens=64, batch_size=64, train_prompts=None,
                 samples_per_prompt=4, train_max_new_tokens=40, prompts_per_step=4,
                 learning_rate=2e-4, lora_rank=16, direction_prompts=64, direction_val_prompts=16,
-                token_set_prompts=16, token_set_samples=8, capability_limit=100,
-                capability_generate_limit=20, direction_layer_stride=2),
+                token_set_prompts=16, token_set_samples=8, capability_limit=50,
+                capability_generate_limit=10, direction_layer_stride=2),
         Profile("paper", "the DESIGN defaults (GPU)", eval_limit=None, max_new_tokens=256,
                 batch_size=32, train_prompts=None, samples_per_prompt=8, train_max_new_tokens=128,
                 prompts_per_step=8, learning_rate=1e-4, lora_rank=16, direction_prompts=128,

@@ -275,7 +275,7 @@ def test_plan_caps_generation_tasks_unless_the_limit_is_explicit():
         return make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5",
                                    profile="quick", **kw))
 
-    assert (plan().capability_limit, plan().capability_generate_limit) == (100, 20)
+    assert (plan().capability_limit, plan().capability_generate_limit) == (50, 10)
     assert (plan(capability_limit=7).capability_limit, plan(capability_limit=7).capability_generate_limit) == (7, 7)
     assert plan(capability_limit=7, capability_generate_limit=3).capability_generate_limit == 3
 
