@@ -188,3 +188,26 @@ def test_summary_and_report_name_the_dominated_methods(tmp_path, capsys):
         assert row.split("|")[5].strip() == (", ".join(beaten[method]) or "none")
     caption = tradeoff_plot(results)[1]
     assert ("No method is dominated" in caption) == (not any(beaten.values()))
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "smollm2-135m-quick"
+
+
+def test_checked_in_reference_matches_readme_and_its_report():
+    """The README's reference table is what ``summary`` computes from the checked-in
+    results.json (no hand-edited numbers), and the checked-in report parses and names every
+    method and the commit that produced it."""
+    from safesteer_bench.scores import summary_table
+
+    results = json.loads((REFERENCE / "results.json").read_text())
+    readme = (REFERENCE.parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = summary_table(results).strip().splitlines()
+    assert len(rows) == 2 + 6
+    for row in rows:
+        assert row in readme, row
+    commit = results["environment"]["git_commit"]
+    assert commit[:7] in (REFERENCE / "RUN.md").read_text()
+    page = parse(REFERENCE / "report.html")
+    text = " ".join(page.text)
+    for method in ["base", "steering", "sft", "global-kl", "safesteer", "alignbeam"]:
+        assert method in text
