@@ -195,8 +195,8 @@ REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "smollm2-135m-quic
 
 def test_checked_in_reference_matches_readme_and_its_report():
     """The README's reference table is what ``summary`` computes from the checked-in
-    results.json (no hand-edited numbers), and the checked-in report parses and names every
-    method and the commit that produced it."""
+    results.json (no hand-edited numbers), RUN.md names the commit that produced it, and the
+    checked-in report parses and names every method."""
     from safesteer_bench.scores import summary_table
 
     results = json.loads((REFERENCE / "results.json").read_text())
