@@ -7,10 +7,14 @@ from pathlib import Path
 
 
 def add_commands(sub, command) -> None:
+    # argparse %-formats help= strings (hence "%%" there) but a description only when it holds
+    # "%(prog)", so descriptions spell a plain "%".
     check = sub.add_parser(
         "check", help="compare a run with a baseline results.json (exit 1 on regressions)",
         description="Exit 1 and print every metric outside its tolerance band; exit 0 otherwise. "
-                    "Default band: the baseline's 95 %% CI widened by --margin on each side.")
+                    "Default band: the baseline's 95 % CI widened by --margin on each side. "
+                    "Refuses (exit 2) a baseline or run with no metrics and a run planned differently "
+                    "from its baseline.")
     check.add_argument("run", type=Path, help="run directory or its results.json")
     check.add_argument("--against", type=Path, required=True, help="baseline results.json (or its run dir)")
     check.add_argument("--tolerance", type=float, default=None,
@@ -25,16 +29,18 @@ def add_commands(sub, command) -> None:
     command("leaderboard")(cmd_leaderboard)
 
     summary = sub.add_parser("summary", help="print a run's score table (Markdown): scores with 95 %% CIs "
-                             "and the compute each method spent")
+                             "and the compute each method spent",
+                             description="Print a run's score table (Markdown): scores with 95 % CIs and "
+                                         "the compute each method spent.")
     summary.add_argument("run", type=Path, help="run directory or its results.json")
     command("summary")(cmd_summary)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .gate import DEFAULT_MARGIN, compare, format_checks, load_results
+    from .gate import DEFAULT_MARGIN, check_run, format_checks
 
-    checks = compare(load_results(args.run), load_results(args.against),
-                     margin=DEFAULT_MARGIN if args.margin is None else args.margin, tolerance=args.tolerance)
+    checks = check_run(args.run, args.against, margin=DEFAULT_MARGIN if args.margin is None else args.margin,
+                       tolerance=args.tolerance)
     failed = [c for c in checks if not c.ok]
     if failed or args.all:
         print(format_checks(checks, only_failures=not args.all))

@@ -1,21 +1,31 @@
 """The leaderboard: a SQLite index of every run's (model, method) scores, rendered as one page.
 
 The index (``<runs>/index.sqlite``) is rebuilt from the runs' results.json files on every call, so
-it can never disagree with them; the runner also upserts each run as it finishes.
+it can never disagree with them; the runner also upserts each run as it finishes. A run whose
+results.json is unreadable, invalid or of the wrong shape is left out with a warning: one bad run
+must not hide the others.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from .errors import UserError
+from .gate import validate_results
 from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, method_scores
 from .store import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
@@ -23,6 +33,7 @@ CREATE TABLE IF NOT EXISTS scores (
     safety REAL, over_refusal REAL, capability REAL, benchmarks TEXT,
     PRIMARY KEY (run_id, method)
 )"""
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # what a browser reads as a URL scheme
 
 
 def connect(runs_dir: Path) -> sqlite3.Connection:
@@ -32,27 +43,55 @@ def connect(runs_dir: Path) -> sqlite3.Connection:
     return db
 
 
+def _text(value: Any) -> str | None:
+    """A column's text: run documents are hostile input, and sqlite cannot bind a list or dict."""
+    return None if value is None else str(value)
+
+
+def score_rows(results: dict[str, Any], report: Path) -> list[tuple[Any, ...]]:
+    """The index rows of one results document (one per method); raises on a malformed one."""
+    plan = results.get("plan") or {}
+    profile = plan.get("profile")
+    profile_name = profile.get("name") if isinstance(profile, dict) else profile
+    benchmarks = ",".join(results.get("benchmarks") or {})
+    return [(_text(results["run_id"]), _text(plan.get("model")), method, _text(profile_name),
+             _text(results.get("created")), str(report), s["safety"], s["over_refusal"], s["capability"], benchmarks)
+            for method, s in method_scores(results).items()]
+
+
 def index_run(db: sqlite3.Connection, results: dict[str, Any], report: Path) -> None:
-    plan = results.get("plan", {})
-    for method, s in method_scores(results).items():
-        db.execute(
-            "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (results["run_id"], plan.get("model"), method, (plan.get("profile") or {}).get("name"),
-             results.get("created"), str(report), s["safety"], s["over_refusal"], s["capability"],
-             ",".join(results.get("benchmarks", {}))),
-        )
+    db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?,?)", score_rows(results, report))
     db.commit()
+
+
+def _load_run(results_file: Path) -> dict[str, Any] | None:
+    """One run's validated results, or None (with a warning saying why) when it cannot be indexed."""
+    try:
+        doc = json.loads(results_file.read_text(encoding="utf-8"))
+        return validate_results(doc, str(results_file))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: invalid JSON or UTF-8
+        log.warning("leaderboard: skipping %s: unreadable or not valid JSON (%s)", results_file, exc)
+    except UserError as exc:
+        log.warning("leaderboard: skipping a run: %s", exc.problem)  # the problem names the file
+    return None
 
 
 def rebuild(runs_dir: Path) -> sqlite3.Connection:
     db = connect(runs_dir)
     db.execute("DELETE FROM scores")
+    db.commit()  # so that rolling back one bad run below cannot bring the old rows back
     for results_file in sorted(runs_dir.glob("*/results.json")):
+        results = _load_run(results_file)
+        if results is None:
+            continue
         try:
-            results = json.loads(results_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue  # an unfinished or damaged run is left out, not fatal
-        index_run(db, results, results_file.parent / "report.html")
+            index_run(db, results, results_file.parent / "report.html")
+        # This run's data (a missing run_id, a number sqlite cannot bind); an index that cannot be
+        # written (sqlite3.OperationalError) is not one run's fault and goes up to render.
+        except (LookupError, TypeError, ValueError, AttributeError, ArithmeticError,
+                sqlite3.InterfaceError, sqlite3.ProgrammingError) as exc:
+            db.rollback()  # drop the rows of this run already inserted
+            log.warning("leaderboard: skipping %s: %s: %s", results_file, type(exc).__name__, exc)
     return db
 
 
@@ -64,14 +103,38 @@ def rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(zip(names, r)) for r in cursor.fetchall()]
 
 
+def report_link(report: str | Path, page_dir: Path) -> str:
+    """A relative URL from the page to a report, built from path components. Run directories are
+    named after run ids, which are hostile text: quoting each component (":" becomes "%3A") and a
+    leading "./" before one that looks like a scheme keep ``javascript:…`` a path, never a URL."""
+    parts = Path(os.path.relpath(report, page_dir)).parts
+    link = "/".join(quote(part, safe="") for part in parts)
+    return "./" + link if parts and SCHEME.match(parts[0]) else link
+
+
+def _index(runs_dir: Path) -> list[dict[str, Any]]:
+    path = runs_dir / "index.sqlite"
+    try:
+        with closing(rebuild(runs_dir)) as db:
+            return rows(db)
+    except (sqlite3.Error, OSError) as exc:
+        raise UserError(f"cannot write the leaderboard index {path} ({exc})",
+                        f"make {runs_dir} writable and remove {path} if it is not an SQLite file "
+                        "(it is rebuilt from the runs' results.json)") from None
+
+
 def render(runs_dir: Path, out: Path | None = None) -> Path:
     out = out or runs_dir / "leaderboard.html"
-    entries = rows(rebuild(runs_dir))
+    entries = _index(runs_dir)
     for entry in entries:
-        entry["link"] = os.path.relpath(entry["report"], out.parent)
+        entry["link"] = report_link(entry["report"], out.parent)
     env = Environment(loader=PackageLoader("safesteer_bench", "templates"), autoescape=select_autoescape(["j2"]))
     env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
     html = env.get_template("leaderboard.html.j2").render(
         entries=entries, safety_def=SAFETY_DEF, over_refusal_def=OVER_REFUSAL_DEF, capability_def=CAPABILITY_DEF)
-    write_text_atomic(out, html)
+    try:
+        write_text_atomic(out, html)
+    except OSError as exc:
+        raise UserError(f"cannot write the leaderboard to {out} ({exc})",
+                        "make its folder writable, or pass --out to a writable file") from None
     return out
