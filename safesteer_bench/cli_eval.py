@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+
+log = logging.getLogger(__name__)
 
 _ORIGINAL_JUDGES: Callable[[argparse.Namespace], int] | None = None
 
@@ -86,60 +90,112 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     doc = rejudge_run(args.run, args.judge, benchmarks=args.benchmarks, methods=args.methods,
                       data_dir=args.data_dir)
     last = doc["rejudge"][-1]
+    for c in last["changes"]:
+        print(f"  {c['method']}/{c['benchmark']}: {c['from']} -> {args.judge}: {c['changed']}/{c['n']} "
+              f"verdict(s) changed (refused/harmful), {c['new']} newly judged, {c['parse_errors']} parse error(s)")
     changed = sum(c["changed"] for c in last["changes"])
     total = sum(c["n"] for c in last["changes"])
+    new = sum(c["new"] for c in last["changes"])
     print(f"rejudged {total} completions with {last['judge_label']}: {changed} verdict(s) changed, "
-          f"{sum(c['parse_errors'] for c in last['changes'])} parse error(s)")
+          f"{new} newly judged, {sum(c['parse_errors'] for c in last['changes'])} parse error(s)")
     print(f"results: {Path(args.run) / 'results.json'}\nreport:  {Path(args.run) / 'report.html'}")
     return 0
+
+
+# plan.json fields rejudge needs, with their types (a damaged plan is refused, not guessed at).
+_PLAN_FIELDS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "model": (str,), "methods": (list,), "benchmarks": (list,), "profile": (dict,),
+}
+
+
+def _check_plan_doc(doc: Any, path: Path) -> dict[str, Any]:
+    """``doc`` when it has every field rejudge reads, with the right types; else a UserError."""
+    fix = "re-run the run's `safesteer-bench run` command to rewrite it (finished stages are kept)"
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} is not a JSON object, so the run's plan cannot be read", fix)
+    for key, types in _PLAN_FIELDS.items():
+        if not isinstance(doc.get(key), types):
+            raise UserError(f"{path} lacks a valid '{key}' field (damaged plan)", fix)
+    if not isinstance(doc["profile"].get("name"), str):
+        raise UserError(f"{path} lacks the profile's name (damaged plan)", fix)
+    for key in ("methods", "benchmarks"):
+        if not doc[key] or not all(isinstance(v, str) for v in doc[key]):
+            raise UserError(f"{path} has no valid '{key}' list (damaged plan)", fix)
+    for key, types in (("method_args", (dict, type(None))), ("seed", (int,)),
+                       ("limit", (int, type(None))), ("capability_limit", (int, type(None)))):
+        if key in doc and not isinstance(doc[key], types):
+            raise UserError(f"{path} has an invalid '{key}' field (damaged plan)", fix)
+    return doc
 
 
 def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
     """The :class:`~.runner.Plan` a finished run was made from, rebuilt from its ``plan.json``
     (no model is resolved or loaded; the run keeps its directory and id)."""
     from .benchmark import BENCHMARKS, resolve_benchmarks
+    from .paths import check_run_id
     from .profiles import get_profile
     from .runner import Plan, RunConfig
-    from .store import read_json
+    from .store import read_json, read_json_dict
 
     run_dir = Path(run_dir)
-    doc = read_json(run_dir / "plan.json")
-    if doc is None:
+    if not (run_dir / "plan.json").exists():
         raise UserError(f"{run_dir} holds no plan.json, so it is not a run directory",
                         "pass runs/<run-id> of a run made by `safesteer-bench run`")
+    doc = _check_plan_doc(read_json(run_dir / "plan.json"), run_dir / "plan.json")
+    try:
+        check_run_id(doc["run_id"])
+    except UserError:
+        raise UserError(f"{run_dir / 'plan.json'} has an unsafe run_id {doc['run_id']!r} (damaged plan)",
+                        "re-run the run's `safesteer-bench run` command to rewrite it") from None
     resolve_benchmarks("advbench")  # imports every benchmark spec
-    old = read_json(run_dir / "results.json") or {}
+    old = read_json_dict(run_dir / "results.json") or {}
     profile = get_profile(doc["profile"]["name"])
     cfg = RunConfig(methods=list(doc["methods"]), model=doc["model"], benchmarks=",".join(doc["benchmarks"]),
                     profile=profile.name, out=run_dir.parent, judge=doc.get("judge"), data_dir=data_dir,
                     seed=doc.get("seed", 0), limit=doc.get("limit"), run_id=doc["run_id"], progress=False,
-                    command=old.get("command", ""), adapter=doc.get("adapter", "lora"),
+                    command=str(old.get("command", "")), adapter=doc.get("adapter", "lora"),
                     method_args=doc.get("method_args") or {}, capability_limit=doc.get("capability_limit"),
                     # plans written before generation tasks had their own cap used one limit for all
                     capability_generate_limit=doc.get("capability_generate_limit", doc.get("capability_limit")))
     return Plan(cfg, profile, [BENCHMARKS.get(n) for n in doc["benchmarks"]], doc["run_id"], run_dir)
 
 
-def _stored_rows(runner: Any, method: str, spec: Any) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
-    """(rows, prompts, old meta) of one method x benchmark from what the run stored."""
+@dataclass
+class _Stored:
+    """What a run stored for one method x benchmark: the completions to judge, in order, their
+    prompts, the old meta, and the verdicts already given (by prompt id; empty when the judged
+    file was missing or damaged and the completions came from the generation checkpoint)."""
+
+    rows: list[dict[str, Any]]
+    prompts: list[Any]
+    meta: dict[str, Any]
+    old_verdicts: dict[str, dict[str, Any]]
+
+
+def _stored_rows(runner: Any, method: str, spec: Any) -> _Stored | None:
+    """The completions of one method x benchmark from what the run stored, or None when they
+    are incomplete. Rows that are torn or lack fields are never used (see :mod:`.records`)."""
     from .data import Prompt
-    from .store import read_json, read_jsonl
+    from .records import valid_generation, valid_judged
+    from .store import read_json_dict, read_jsonl
 
     path = runner.dir / "samples" / method / f"{spec.name}.jsonl"
-    meta = read_json(path.with_suffix(".meta.json")) or {}
-    rows = list(read_jsonl(path)) if meta else []
-    if rows and len(rows) == meta.get("n"):
+    meta = read_json_dict(path.with_suffix(".meta.json")) or {}
+    judged = list(read_jsonl(path)) if meta else []
+    if judged and len(judged) == meta.get("n") and all(valid_judged(r) for r in judged):
         prompts = [Prompt(id=r["id"], text=r["prompt"], source=spec.name, category=r.get("category"),
                           label=None if spec.harmful is not None else ("unsafe" if r["harmful_prompt"] else "safe"))
-                   for r in rows]
-        return rows, prompts, meta
-    # judging never finished: take the generation checkpoint, in the plan's prompt order
+                   for r in judged]
+        return _Stored(judged, prompts, meta, {r["id"]: r for r in judged})
+    # judging never finished, or its file is damaged: take the generation checkpoint, in the
+    # plan's prompt order; verdicts still readable in the judged file count as the old ones
     checkpoint = path.with_name(f"{spec.name}.gen.jsonl")
-    latest = {r["id"]: r for r in read_jsonl(checkpoint)}
+    latest = {r["id"]: r for r in read_jsonl(checkpoint) if valid_generation(r)}
     prompts = runner.prompts(spec)
-    if not latest or any(p.id not in latest for p in prompts):
-        return [], [], meta
-    return [latest[p.id] for p in prompts], prompts, meta
+    if not prompts or any(p.id not in latest for p in prompts):
+        return None
+    old = {r["id"]: r for r in judged if valid_judged(r)}
+    return _Stored([latest[p.id] for p in prompts], prompts, meta, old)
 
 
 def _outcome(row: dict[str, Any]) -> tuple[Any, Any]:
@@ -153,17 +209,14 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
     """Re-judge a run's stored completions with ``judge``; returns the new results.json document.
 
     Only ``benchmarks``/``methods`` (default: all safety benchmarks, all methods) change; the
-    others keep their verdicts and judges. Never generates: completions come from the samples.
+    others keep their verdicts and judges. Never generates: completions come from the samples,
+    and when any chosen method x benchmark lacks complete completions nothing is rewritten (a
+    UserError says which, and that re-running the run finishes them). Holds the run's lock.
     """
-    from .evaluate import judge_rows
     from .judges import get_judge
-    from .model_judges import judge_label
-    from .runner import Runner
-    from .store import read_json, write_json_atomic, write_jsonl_atomic
+    from .store import run_lock
 
-    started = time.perf_counter()
-    judge_obj = get_judge(judge)  # unknown names fail before anything is touched
-    label = judge_label(judge_obj)
+    get_judge(judge)  # unknown names fail before anything is touched
     plan = load_plan(run_dir, data_dir)
     safety = {s.name: s for s in plan.safety}
     chosen = benchmarks or list(safety)
@@ -176,60 +229,91 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
     if bad:
         raise UserError(f"run {plan.run_id} has no method(s) {', '.join(bad)}",
                         f"choose from: {', '.join(plan.config.methods)}")
+    with run_lock(plan.run_dir):
+        return _rejudge_locked(plan, judge, chosen, chosen_methods)
 
+
+def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: list[str]) -> dict[str, Any]:
+    from .evaluate import judge_rows
+    from .judges import get_judge
+    from .model_judges import judge_label
+    from .runner import Runner
+    from .store import read_json_dict, write_json_atomic, write_jsonl_atomic
+
+    started = time.perf_counter()
+    label = judge_label(get_judge(judge))
+    safety = {s.name: s for s in plan.safety}
     runner = Runner(plan)
-    judges: dict[str, str] = {}  # benchmark -> the judge its samples now carry
+    judges = _current_judges(runner, plan, judge, chosen)
+    stored = {(m, b): _stored_rows(runner, m, safety[b]) for m in chosen_methods for b in chosen}
+    missing = [f"{m}/{b}" for (m, b), found in stored.items() if found is None]
+    if missing:
+        raise UserError(f"run {plan.run_id} has incomplete stored completions for {', '.join(missing)}; "
+                        "nothing was rejudged",
+                        f"re-run the run's command (`{plan.config.command or 'safesteer-bench run …'}`) to "
+                        "generate the missing ones, then rejudge")
     changes: list[dict[str, Any]] = []
-    for name, spec in safety.items():
-        current = {(read_json(runner.dir / "samples" / m / f"{name}.meta.json") or {}).get("judge")
-                   for m in plan.config.methods} - {None}
-        judges[name] = judge if name in chosen else (current.pop() if len(current) == 1 else plan.judge_for(spec))
-    for method in chosen_methods:
-        for name in chosen:
-            spec = safety[name]
-            rows, prompts, meta = _stored_rows(runner, method, spec)
-            if not rows:
-                print(f"  {method}/{name}: no stored completions, skipped")
-                continue
-            judged = judge_rows(spec, prompts, rows, judge)
-            # changed: the outcome (refused / harmful) differs; relabelled: only the label's wording
-            changed = sum(_outcome(old) != _outcome(new) for old, new in zip(rows, judged))
-            relabelled = sum(old.get("verdict") != new["verdict"] for old, new in zip(rows, judged)) - changed
-            path = runner.dir / "samples" / method / f"{name}.jsonl"
-            write_jsonl_atomic(path, judged)
-            write_json_atomic(path.with_suffix(".meta.json"), {
-                "judge": judge, "judge_label": judged[0]["judge"] if judged else label, "n": len(judged),
-                "gen_key": meta.get("gen_key") or rows[0].get("key"),
-                "rejudged_from": meta.get("judge"),
-            })
-            runner._prompts[name] = prompts  # noqa: SLF001 - the samples are the truth here
-            parse_errors = sum(bool(r["parse_error"]) for r in judged)
-            changes.append({"method": method, "benchmark": name, "from": meta.get("judge"), "n": len(judged),
-                            "changed": changed, "relabelled": max(relabelled, 0), "parse_errors": parse_errors})
-            print(f"  {method}/{name}: {meta.get('judge')} -> {judge}: {changed}/{len(judged)} verdict(s) "
-                  f"changed (refused/harmful), {parse_errors} parse error(s)", flush=True)
+    for (method, name), found in stored.items():
+        assert found is not None
+        judged = judge_rows(safety[name], found.prompts, found.rows, judge)
+        path = runner.dir / "samples" / method / f"{name}.jsonl"
+        write_jsonl_atomic(path, judged)
+        write_json_atomic(path.with_suffix(".meta.json"), {
+            "judge": judge, "judge_label": judged[0]["judge"] if judged else label, "n": len(judged),
+            "gen_key": found.meta.get("gen_key") or found.rows[0].get("key"),
+            "rejudged_from": found.meta.get("judge"),
+        })
+        runner._prompts[name] = found.prompts  # noqa: SLF001 - the samples are the truth here
+        changes.append(_change(method, name, found, judged))
+        c = changes[-1]
+        log.info("%s/%s: %s -> %s: %d/%d verdict(s) changed (refused/harmful), %d newly judged, "
+                 "%d parse error(s)", method, name, c["from"], judge, c["changed"], c["n"], c["new"],
+                 c["parse_errors"])
 
     if all(j == judge for j in judges.values()):
         plan.config.judge = judge
     plan.judge_for = lambda spec: judges.get(spec.name, spec.default_judge)  # type: ignore[method-assign]
     elapsed = time.perf_counter() - started
     plan.stage_seconds["judge"] = elapsed
-    old = read_json(runner.dir / "results.json") or {}
+    old = read_json_dict(runner.dir / "results.json") or {}
     doc = runner.aggregate(wall_seconds=elapsed)
-    history = list(old.get("rejudge", []))
+    history = [h for h in old.get("rejudge", []) if isinstance(h, dict)] if isinstance(old.get("rejudge"), list) else []
     history.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "judge": judge,
                     "judge_label": label, "seconds": round(elapsed, 2), "changes": changes})
     doc["rejudge"] = history
     write_json_atomic(runner.dir / "results.json", doc)
     report = runner.render(doc)
-    try:
-        from .leaderboard import connect, index_run
+    from .leaderboard import connect, index_run
 
-        with connect(Path(plan.config.out)) as db:
-            index_run(db, doc, report)
-    except ImportError:
-        pass
+    with connect(Path(plan.config.out)) as db:
+        index_run(db, doc, report)
     return doc
+
+
+def _current_judges(runner: Any, plan: Any, judge: str, chosen: list[str]) -> dict[str, str]:
+    """benchmark -> the judge its samples carry after this rejudge (``judge`` for the chosen)."""
+    from .store import read_json_dict
+
+    judges: dict[str, str] = {}
+    for spec in plan.safety:
+        current = {(read_json_dict(runner.dir / "samples" / m / f"{spec.name}.meta.json") or {}).get("judge")
+                   for m in plan.config.methods} - {None}
+        judges[spec.name] = judge if spec.name in chosen else (
+            current.pop() if len(current) == 1 else plan.judge_for(spec))
+    return judges
+
+
+def _change(method: str, name: str, found: _Stored, judged: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the new verdicts differ from the old ones. changed: the outcome (refused / harmful)
+    differs; relabelled: only the label's wording; new: rows that had no readable old verdict
+    (a damaged judged file), which are neither."""
+    pairs = [(found.old_verdicts.get(r["id"]), r) for r in judged]
+    compared = [(o, n) for o, n in pairs if o is not None]
+    changed = sum(_outcome(o) != _outcome(n) for o, n in compared)
+    relabelled = sum(o.get("verdict") != n["verdict"] for o, n in compared) - changed
+    return {"method": method, "benchmark": name, "from": found.meta.get("judge"), "n": len(judged),
+            "changed": changed, "relabelled": max(relabelled, 0), "new": len(pairs) - len(compared),
+            "parse_errors": sum(bool(r["parse_error"]) for r in judged)}
 
 
 # --------------------------------------------------------------------------------------------

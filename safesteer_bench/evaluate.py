@@ -18,6 +18,7 @@ from .generation import GenConfig
 from .judges import conservative, get_judge
 from .metrics import summarize
 from .policy import Policy
+from .records import valid_generation
 from .store import append_jsonl, read_jsonl
 
 # Prompts per checkpointed chunk: small enough that a kill loses little, large enough to batch well.
@@ -58,7 +59,8 @@ def generate_checkpointed(
     """
     path = generation_path(generation)
     key = policy.key(cfg)
-    done = {r["id"]: r for r in read_jsonl(checkpoint) if r.get("key") == key}
+    # Only whole, well-formed rows of this policy key count as done; anything else is regenerated.
+    done = {r["id"]: r for r in read_jsonl(checkpoint) if valid_generation(r) and r["key"] == key}
     todo = [p for p in prompts if p.id not in done]
     chunk = max(CHUNK_PROMPTS, 1)
     if path == "inspect":

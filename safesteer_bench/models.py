@@ -149,15 +149,60 @@ def default_dtype(device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else "float32"
 
 
+# The dtypes a model can be loaded and trained in (torch has many more, e.g. int3 or float8,
+# which from_pretrained accepts and then fails on in ways that look like a damaged file).
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32",
+          "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def check_dtype(dtype: str | None) -> str | None:
+    """The canonical name of ``dtype`` (None stays None: the device's default), or a UserError."""
+    if dtype is None:
+        return None
+    canonical = DTYPES.get(dtype.strip().lower())
+    if canonical is None:
+        raise UserError(f"unknown dtype '{dtype}'", "use --dtype float32, bfloat16 or float16")
+    return canonical
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` when torch can use it on this machine (None stays None), else a UserError.
+
+    Checked before any model loads, so ``--device quantum`` or ``--device cuda`` on a machine
+    without CUDA fails in the dry run with the fix instead of a traceback mid-run.
+    """
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"unknown device '{device}'", "use --device cpu, cuda or cuda:N") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: CUDA is not available on this machine",
+                            "run on a machine with a GPU, or use --device cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} CUDA device(s)",
+                            f"use --device cuda:0 … cuda:{count - 1}")
+        return device
+    if parsed.type == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return device
+    raise UserError(f"--device {device} is not available on this machine", "use --device cpu or cuda")
+
+
 def load_model(spec: ModelSpec, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load ``spec`` onto ``device`` in ``dtype`` (CUDA+bf16 when a GPU is present, else CPU+fp32)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or default_device()
-    dtype = dtype or default_dtype(device)
-    if not hasattr(torch, dtype):
-        raise UserError(f"unknown dtype '{dtype}'", "use float32, bfloat16 or float16")
+    device = check_device(device) or default_device()
+    dtype = check_dtype(dtype) or default_dtype(device)
     folder, identity = _safetensors_folder(spec)
     kwargs = dict(trust_remote_code=spec.trust_remote_code)
     try:

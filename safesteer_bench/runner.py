@@ -8,6 +8,7 @@ id is derived from the plan, so "the same command" finds the same directory.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -23,9 +24,15 @@ from .evaluate import generate_checkpointed, judge_rows, score_rows
 from .generation import GenConfig
 from .method import MethodContext, get_method
 from .models import LoadedModel, load_model, resolve_model
+from .errors import UserError
+from .models import check_device, check_dtype
+from .paths import check_output_dir, check_run_id, safe_component
 from .policy import Policy, fingerprint
 from .profiles import Profile, get_profile
-from .store import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from .records import all_valid_judged
+from .store import read_json, read_json_dict, read_jsonl, run_lock, write_json_atomic, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,10 +114,17 @@ class Plan:
 
 
 def make_plan(cfg: RunConfig) -> Plan:
-    """Validate every name up front (before any model loads) and fix the run directory."""
+    """Validate every name and value up front (before any model loads) and fix the run directory."""
+    cfg.methods = _unique_methods(cfg.methods)
     for name in cfg.methods:
         get_method(name)
     resolve_model(cfg.model)
+    for flag, value in (("--limit", cfg.limit), ("--capability-limit", cfg.capability_limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})", f"omit {flag} to use the profile's count")
+    cfg.device = check_device(cfg.device)
+    cfg.dtype = check_dtype(cfg.dtype)
+    check_output_dir(Path(cfg.out))
     profile = get_profile(cfg.profile)
     benchmarks = resolve_benchmarks(cfg.benchmarks, profile.name)
     if cfg.judge:
@@ -118,16 +132,27 @@ def make_plan(cfg: RunConfig) -> Plan:
 
         get_judge(cfg.judge)
     plan = Plan(cfg, profile, benchmarks, "", Path())
-    plan.run_id = cfg.run_id or _default_run_id(plan)
+    plan.run_id = check_run_id(cfg.run_id) if cfg.run_id is not None else _default_run_id(plan)
     plan.run_dir = Path(cfg.out) / plan.run_id
+    if plan.run_dir.exists() and not plan.run_dir.is_dir():
+        raise UserError(f"{plan.run_dir} is a file, not a run directory", "remove it or pass another --run-id")
     return plan
+
+
+def _unique_methods(methods: list[str]) -> list[str]:
+    """The methods in order, each once; none at all is an error (an empty run is no comparison)."""
+    unique = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
+    if not unique:
+        raise UserError("no method given", "pass --methods with at least one method, e.g. --methods base,safesteer "
+                                           "(see `safesteer-bench methods`)")
+    return unique
 
 
 def _default_run_id(plan: Plan) -> str:
     data = plan.to_dict()
     data.pop("run_id")
-    model = plan.config.model.replace("/", "_")
-    return f"{model}-{plan.profile.name}-{fingerprint(data)[:8]}"
+    model = safe_component(plan.config.model.replace("/", "_"))
+    return check_run_id(f"{model}-{plan.profile.name}-{fingerprint(data)[:8]}")
 
 
 def describe_plan(plan: Plan) -> str:
@@ -153,6 +178,8 @@ class Runner:
         self._base: LoadedModel | None = None
         self._prompts: dict[str, list[Prompt]] = {}
         self._budget: Any = None
+        self._started: float | None = None  # set by run(): the invocation's start
+        self._invocation: int | None = None  # this invocation's index in timing.json
 
     # -- shared resources, loaded lazily so a fully finished run re-renders without a model ------
     @property
@@ -179,10 +206,9 @@ class Runner:
         if self._budget is None and self.plan.trains:
             from .budget import Budget, make_budget
 
-            saved = read_json(self.dir / "budget.json")
-            if saved is not None:
-                self._budget = Budget.from_dict(saved)
-            else:
+            saved = read_json_dict(self.dir / "budget.json")
+            self._budget = _stored_budget(Budget, saved)
+            if self._budget is None:
                 cfg = self.plan.config
                 self._budget = make_budget(self.plan.profile, cfg.data_dir, cfg.seed, adapter=cfg.adapter,
                                            exclude=self.eval_pool())
@@ -218,15 +244,23 @@ class Runner:
 
     def _tick(self, stage: str, started: float) -> None:
         self.plan.stage_seconds[stage] = self.plan.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        if self._started is not None:
+            # Persist as each stage ends: a SIGKILLed invocation keeps the time of what it finished.
+            self._record_invocation(time.perf_counter() - self._started, finished=False)
 
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        started = time.perf_counter()
+        """Every stage, under the run directory's lock (a second process on the same run fails)."""
+        with run_lock(self.dir):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, Any]:
+        self._started = time.perf_counter()
         write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
         self.check_data()
         for method in self.plan.config.methods:
             self.evaluate_method(method)
-        results = self.aggregate(wall_seconds=time.perf_counter() - started)
+        results = self.aggregate(wall_seconds=time.perf_counter() - self._started)
         report = self.render(results)
         from .leaderboard import connect, index_run
 
@@ -267,8 +301,10 @@ class Runner:
 
     def _capability(self, name: str) -> dict[str, Any] | None:
         """Stored capability results of ``name`` when they cover this plan's tasks and limit."""
-        stored = read_json(self.dir / "capability" / f"{name}.json")
-        if stored is None or set(stored.get("results", {})) != {b.name for b in self.plan.capability}:
+        stored = read_json_dict(self.dir / "capability" / f"{name}.json")
+        if stored is None or not isinstance(stored.get("results"), dict) \
+                or not all(isinstance(v, dict) for v in stored["results"].values()) \
+                or set(stored["results"]) != {b.name for b in self.plan.capability}:
             return None
         if stored.get("plan") not in (None, self._capability_plan()):
             return None
@@ -289,14 +325,18 @@ class Runner:
         method = get_method(name)
         ctx = self.context(name)
         workdir = ctx.workdir
-        done = read_json(workdir / "artifact.json")
-        if done is None:
-            started = time.perf_counter()
-            artifact = method.prepare(ctx)
-            write_json_atomic(workdir / "artifact.json", artifact)
-            self._tick("train", started)
-            done = artifact
-        return method.policy(ctx, done)
+        done = read_json_dict(workdir / "artifact.json")
+        if done is not None:
+            try:
+                return method.policy(ctx, done)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # A damaged artifact.json (fields missing or mistyped) is retrained, not trusted.
+                log.warning("%s: stored artifact unusable (%s: %s); training again", name, type(exc).__name__, exc)
+        started = time.perf_counter()
+        artifact = method.prepare(ctx)
+        write_json_atomic(workdir / "artifact.json", artifact)
+        self._tick("train", started)
+        return method.policy(ctx, artifact)
 
     def gen_config(self, spec: BenchmarkSpec) -> GenConfig:
         profile = self.plan.profile
@@ -321,12 +361,17 @@ class Runner:
         self._tick("judge", started)
 
     def _judged(self, method: str, spec: BenchmarkSpec) -> list[dict[str, Any]] | None:
+        """The stored judged rows when complete, well-formed and judged by this plan's judge;
+        None sends the benchmark back to judging (from the generation checkpoint)."""
         path = self.dir / "samples" / method / f"{spec.name}.jsonl"
-        meta = read_json(path.with_suffix(".meta.json"))
+        meta = read_json_dict(path.with_suffix(".meta.json"))
         if meta is None or meta.get("judge") != self.plan.judge_for(spec):
             return None
         rows = list(read_jsonl(path))
-        return rows if len(rows) == meta.get("n") == len(self.prompts(spec)) else None
+        expected = [p.id for p in self.prompts(spec)]
+        if len(rows) != meta.get("n") or not all_valid_judged(rows) or [r["id"] for r in rows] != expected:
+            return None
+        return rows
 
     def aggregate(self, wall_seconds: float) -> dict[str, Any]:
         results: dict[str, Any] = {}
@@ -353,13 +398,33 @@ class Runner:
         write_json_atomic(self.dir / "results.json", doc)
         return doc
 
+    def _timing_history(self) -> list[dict[str, Any]]:
+        """timing.json's invocations, keeping only well-formed entries (a damaged file is not trusted)."""
+        doc = read_json_dict(self.dir / "timing.json") or {}
+        history = doc.get("invocations")
+        if not isinstance(history, list):
+            return []
+        return [inv for inv in history if isinstance(inv, dict) and isinstance(inv.get("wall_seconds"), (int, float))
+                and isinstance(inv.get("stages"), dict)
+                and all(isinstance(v, (int, float)) for v in inv["stages"].values())]
+
+    def _record_invocation(self, wall_seconds: float, finished: bool) -> list[dict[str, Any]]:
+        """Write this invocation's wall and stage seconds into timing.json (one entry, updated)."""
+        history = self._timing_history()
+        entry = {"wall_seconds": round(wall_seconds, 3), "finished": finished,
+                 "stages": {k: round(v, 3) for k, v in self.plan.stage_seconds.items()}}
+        if self._invocation is not None and self._invocation < len(history):
+            history[self._invocation] = entry
+        else:
+            self._invocation = len(history)
+            history.append(entry)
+        write_json_atomic(self.dir / "timing.json", {"invocations": history})
+        return history
+
     def _timing(self, wall_seconds: float) -> dict[str, Any]:
-        """Wall and stage seconds summed over every invocation of this run (resumes included)."""
-        path = self.dir / "timing.json"
-        history = (read_json(path) or {}).get("invocations", [])
-        history.append({"wall_seconds": round(wall_seconds, 3),
-                        "stages": {k: round(v, 3) for k, v in self.plan.stage_seconds.items()}})
-        write_json_atomic(path, {"invocations": history})
+        """Wall and stage seconds summed over every invocation of this run (resumes included,
+        and invocations that were killed after finishing a stage)."""
+        history = self._record_invocation(wall_seconds, finished=True)
         stages: dict[str, float] = {}
         for inv in history:
             for k, v in inv["stages"].items():
@@ -375,6 +440,18 @@ class Runner:
         samples = {m: {s.name: self._judged(m, s) or [] for s in self.plan.safety}
                    for m in self.plan.config.methods}
         return render_report(results, samples, self.dir / "report.html")
+
+
+def _stored_budget(budget_cls: Any, saved: dict[str, Any] | None) -> Any:
+    """The Budget in budget.json, or None when missing or damaged (then it is made again: it is
+    deterministic in the plan, so every method still gets the identical one)."""
+    if saved is None:
+        return None
+    try:
+        return budget_cls.from_dict(saved)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("budget.json is damaged (%s); rebuilding it from the plan", exc)
+        return None
 
 
 def _judge_agreement(judges: set[str], data_dir: Path | None) -> dict[str, Any]:

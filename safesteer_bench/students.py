@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,25 @@ def save_lora(wrapper: Any, name: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     wrapper.save_pretrained(str(folder), selected_adapters=[name], safe_serialization=True)
     # peft writes adapters other than "default" into a sub-folder named after the adapter.
-    return folder / name if name != "default" and (folder / name).exists() else folder
+    saved = folder / name if name != "default" and (folder / name).exists() else folder
+    _canonical_adapter_config(saved / "adapter_config.json")
+    return saved
+
+
+def _canonical_adapter_config(path: Path) -> None:
+    """Rewrite adapter_config.json with sorted keys and sorted module lists.
+
+    peft keeps ``target_modules`` as a set and writes it in hash order, which differs between
+    processes: two identical trainings would get different ``weights_sha256`` (and policy
+    fingerprints) without this.
+    """
+    if not path.exists():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in config.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_lora(base: LoadedModel, name: str, folder: Path) -> Any:
@@ -246,6 +265,9 @@ def student_policy(ctx: Any, artifact: dict[str, Any]) -> Policy:
     if not path.exists():
         raise UserError(f"the {name} artifact's weights are missing ({path})",
                         f"delete {ctx.workdir / 'artifact.json'} to retrain, or restore the folder")
+    if file_sha256(path) != artifact["weights_sha256"]:
+        # ValueError: the runner treats the artifact as damaged and trains again.
+        raise ValueError(f"the {name} weights in {path} do not match the artifact's weights_sha256")
     fp = fingerprint(ctx.base.identity, name, artifact["weights_sha256"], artifact.get("budget_key"))
     info = {k: artifact.get(k) for k in ("adapter", "budget_key", "teacher", "config")}
     if artifact["adapter"] == "lora":

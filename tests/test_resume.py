@@ -50,4 +50,7 @@ def test_sigkill_mid_generation_then_resume(tmp_path, data_dir):
     assert len({r["id"] for r in after}) == 60 == len(after)
     results = json.loads((tmp_path / "runs" / "killme" / "results.json").read_text())
     assert results["results"]["base"]["advbench"]["n"] == 60
-    assert results["timing"]["invocations"] == 1  # the killed invocation never reached aggregation
+    # The killed invocation's finished stages (its model load) reached timing.json before the kill.
+    timing = json.loads((tmp_path / "runs" / "killme" / "timing.json").read_text())["invocations"]
+    assert results["timing"]["invocations"] == 2 and [t["finished"] for t in timing] == [False, True]
+    assert timing[0]["stages"].get("load", 0) > 0
