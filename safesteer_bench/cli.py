@@ -8,13 +8,14 @@ traceback only under ``--debug``). Heavy imports (torch, transformers) happen in
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from .errors import UserError
 
@@ -39,8 +40,27 @@ def command(name: str):
     return decorate
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line naming the problem and the fix, exit 2
+    (argparse's default prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} — see `{self.prog} --help`\n")
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (``--limit 0`` would evaluate nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _kv(text: str) -> dict[str, str]:
@@ -55,7 +75,7 @@ def _kv(text: str) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="safesteer-bench", description="Compare LLM safety-alignment methods side by side.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(see `benchmarks`; default: safety-7,over-refusal)")
     run.add_argument("--profile", default="smoke", help="smoke | demo | quick | paper (default: smoke; see README)")
     run.add_argument("--judge", default=None, help="judge for every benchmark (default: each benchmark's own)")
-    run.add_argument("--limit", type=int, default=None, help="prompts per benchmark (overrides the profile)")
+    run.add_argument("--limit", type=positive_int, default=None, help="prompts per benchmark (overrides the profile)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
     run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
     run.add_argument("--seed", type=int, default=0)
@@ -80,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training methods' adapter, shared by all of them (default: lora)")
     run.add_argument("--method-args", type=_kv, default={},
                      help="options for the methods, e.g. coef=auto,direction_mode=responses,loss_variant=partial")
-    run.add_argument("--capability-limit", type=int, default=None,
+    run.add_argument("--capability-limit", type=positive_int, default=None,
                      help="documents per capability task, generation tasks included (overrides the profile, 'quick': 50 multiple-choice, 10 generation)")
     run.add_argument("--allow-code-execution", action="store_true",
                      help="let HumanEval run model-written code (in a subprocess with a timeout)")
@@ -111,7 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.add_commands(sub, command)
+    _debug_everywhere(parser)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_subparsers(child)]
+    return found
+
+
+def _debug_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the subcommand too (``run … --debug``), not only before it."""
+    for child in _subparsers(parser):
+        if "--debug" not in child._option_string_actions:  # noqa: SLF001
+            child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show tracebacks on errors")
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -218,23 +256,55 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# errno values of OSErrors that come from the user's paths or machine, not from a bug: shown as
+# one line (with the path) instead of a traceback.
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                errno.ENOSPC, errno.ENOENT, errno.ENAMETOOLONG, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .interrupt import sigint_raises
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
     _quiet_libraries()
+    debug = getattr(args, "debug", False)
     try:
-        return COMMANDS[args.command](args)
+        with sigint_raises():
+            return COMMANDS[args.command](args)
     except UserError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {exc}", debug)
     except KeyboardInterrupt:
         print("\ninterrupted: finished stages are saved; re-run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+    except OSError as exc:
+        if exc.errno not in _PATH_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(f"error: cannot use{where}: {exc.strerror or exc} — check that the path exists, "
+                     "is the kind expected (file or folder) and is writable", debug)
+
+
+def _fail(message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``… | head``): stop quietly, as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+    except (OSError, ValueError):
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 
 
 def _quiet_libraries() -> None:
@@ -247,5 +317,20 @@ def _quiet_libraries() -> None:
         pass
 
 
+def entry() -> None:
+    """The console script: ``main`` and its exit code. After Ctrl-C the process ends at once:
+    inspect-ai's and torch's exit handlers took ~6 s more, and every store write is already
+    atomic and fsync'd, so there is nothing left for them to save."""
+    code = main()
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 ENV_DATA = "SAFESTEER_BENCH_DATA"
 ENV_DATA_URL = "SAFESTEER_BENCH_DATA_URL"
-ENV_OFFLINE = ("SAFESTEER_BENCH_OFFLINE", "HF_DATASETS_OFFLINE")
+ENV_OFFLINE = ("SAFESTEER_BENCH_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 RAW_BASE = "https://raw.githubusercontent.com"
 DOWNLOAD_TIMEOUT_S = 60
 PLACEHOLDER = "[INSERT PROMPT HERE]"
@@ -217,7 +217,8 @@ class ResolvedFile:
 
 
 def offline() -> bool:
-    """True when ``SAFESTEER_BENCH_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is set to a true value."""
+    """True when ``SAFESTEER_BENCH_OFFLINE``, ``HF_DATASETS_OFFLINE`` or ``HF_HUB_OFFLINE`` is set
+    to a true value (a user who turned the hub off expects no download of any kind)."""
     return any(os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
                for v in ENV_OFFLINE)
 
@@ -279,7 +280,7 @@ def resolve(key: str, data_dir: str | Path | None = None, download: bool = True)
         raise _missing(df, data_dir, "downloading was not allowed")
     if offline():
         raise _missing(df, data_dir, "offline mode is on (SAFESTEER_BENCH_OFFLINE / "
-                                     "HF_DATASETS_OFFLINE), so it was not downloaded")
+                                     "HF_DATASETS_OFFLINE / HF_HUB_OFFLINE), so it was not downloaded")
     path = _download(df, data_dir, cache_dir() / "data" / df.relpath)
     return ResolvedFile(path, "download")
 

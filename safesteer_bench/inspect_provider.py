@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .generation import Completion, GenConfig
+from .interrupt import raise_if_interrupted
 from .policy import Policy
 
 PROVIDER = "safesteer"
@@ -383,10 +384,16 @@ def run_task(policy: Policy, prompts: list[Any], cfg: GenConfig, *, task_name: s
         task, model=model, log_dir=log_dir, display="none", max_samples=max_batch,
         max_connections=max_batch, log_realtime=False, fail_on_error=True,
         score=bool(scorer_judge),
+        # No control server: per chunk it binds a socket, and its uvicorn takes over SIGINT, so
+        # a Ctrl-C waited for the whole batch to decode (see .interrupt).
+        ctl_server=False,
     )
     failure = take_failure(name)
     if failure is not None:
         raise failure
+    raise_if_interrupted()  # a Ctrl-C that inspect turned into a cancelled run
+    if not logs:
+        raise RuntimeError(f"inspect returned no log for {task_name} on {name}")
     log = logs[0]
     if log.status != "success" or log.samples is None:
         detail = log.error.message if log.error else log.status

@@ -295,14 +295,32 @@ class ModelJudge:
                 _ensure_registered()
             config = GenerateConfig(temperature=0.0, max_tokens=self.max_tokens,
                                     max_connections=self.max_connections)
-            model = get_model(role=ROLE, default=self.model, config=config, base_url=self.base_url,
-                              **self.model_args)
+            model = self._model(get_model, config)
             outputs = await asyncio.gather(*(model.generate(c) for c in conversations))
             return [o.completion for o in outputs]
 
         texts = _run_coroutine(run)
         self.stats["calls"] += len(texts)
         return texts
+
+    def _model(self, get_model: Any, config: Any) -> Any:
+        """The judge model from inspect; a model that cannot be built (not downloaded while
+        offline, no API key, a provider not installed) is a one-line UserError."""
+        from .errors import UserError
+
+        try:
+            return get_model(role=ROLE, default=self.model, config=config, base_url=self.base_url,
+                             **self.model_args)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every cause here is the user's configuration
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            offline = " (HF_HUB_OFFLINE=1: nothing is downloaded)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
+            raise UserError(
+                f"judge {self.registry_name} cannot load its model {self.model}{offline}: {detail}",
+                f"point it at a model you have with --judge-model (or ${ENV_JUDGE_MODEL}), e.g. "
+                f"hf/<local dir>, safesteer/smollm2-135m or an OpenAI-compatible endpoint",
+            ) from exc
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
         _check_lengths(prompts, responses)

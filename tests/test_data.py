@@ -33,7 +33,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     or the network unless they opt in."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("SAFESTEER_BENCH_CACHE", str(cache))
-    for var in ("SAFESTEER_BENCH_DATA", "SAFESTEER_BENCH_DATA_URL", "HF_DATASETS_OFFLINE",
+    for var in ("SAFESTEER_BENCH_DATA", "SAFESTEER_BENCH_DATA_URL", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE",
                 *_PROXY_VARS):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SAFESTEER_BENCH_OFFLINE", "1")
@@ -323,7 +323,7 @@ def test_server_down_names_file_and_fix(monkeypatch: pytest.MonkeyPatch) -> None
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("var", ["SAFESTEER_BENCH_OFFLINE", "HF_DATASETS_OFFLINE"])
+@pytest.mark.parametrize("var", ["SAFESTEER_BENCH_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"])
 def test_offline_never_downloads(monkeypatch: pytest.MonkeyPatch, var: str) -> None:
     monkeypatch.delenv("SAFESTEER_BENCH_OFFLINE")
     monkeypatch.setenv(var, "1")
