@@ -52,6 +52,19 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def seed_int(text: str) -> int:
+    """An argparse type: a seed every library accepts (0 .. 2**32-1)."""
+    from .paths import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1 (``--limit 0`` would evaluate nothing)."""
     try:
@@ -94,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, default=None, help="prompts per benchmark (overrides the profile)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
     run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=seed_int, default=0, help="seed of prompt subsets, training and sampling (default 0)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and the budget, then exit")
     run.add_argument("--adapter", default="lora", choices=["lora", "full"],
                      help="training methods' adapter, shared by all of them (default: lora)")

@@ -128,6 +128,22 @@ def _check_plan_doc(doc: Any, path: Path) -> dict[str, Any]:
     return doc
 
 
+def _check_plan_names(doc: dict[str, Any], path: Path) -> None:
+    """Methods, benchmarks, profile and seed of a plan must be ones this version knows."""
+    from .method import get_method
+    from .paths import check_seed
+    from .benchmark import resolve_benchmarks
+
+    try:
+        for name in doc["methods"]:
+            get_method(name)
+        resolve_benchmarks(",".join(doc["benchmarks"]))
+        check_seed(doc.get("seed", 0))
+    except UserError as exc:
+        raise UserError(f"{path} is damaged or from another version: {exc.problem}",
+                        "re-run the run's `safesteer-bench run` command to rewrite it") from None
+
+
 def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
     """The :class:`~.runner.Plan` a finished run was made from, rebuilt from its ``plan.json``
     (no model is resolved or loaded; the run keeps its directory and id)."""
@@ -142,6 +158,7 @@ def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
         raise UserError(f"{run_dir} holds no plan.json, so it is not a run directory",
                         "pass runs/<run-id> of a run made by `safesteer-bench run`")
     doc = _check_plan_doc(read_json(run_dir / "plan.json"), run_dir / "plan.json")
+    _check_plan_names(doc, run_dir / "plan.json")
     try:
         check_run_id(doc["run_id"])
     except UserError:
@@ -176,26 +193,42 @@ def _stored_rows(runner: Any, method: str, spec: Any) -> _Stored | None:
     """The completions of one method x benchmark from what the run stored, or None when they
     are incomplete. Rows that are torn or lack fields are never used (see :mod:`.records`)."""
     from .data import Prompt
-    from .records import valid_generation, valid_judged
+    from .records import valid_judged
     from .store import read_json_dict, read_jsonl
 
     path = runner.dir / "samples" / method / f"{spec.name}.jsonl"
     meta = read_json_dict(path.with_suffix(".meta.json")) or {}
     judged = list(read_jsonl(path)) if meta else []
-    if judged and len(judged) == meta.get("n") and all(valid_judged(r) for r in judged):
+    expected = [p.id for p in runner.prompts(spec)]  # the plan's prompts, in the plan's order
+    if judged and len(judged) == meta.get("n") and all(valid_judged(r) for r in judged) \
+            and [r["id"] for r in judged] == expected:
         prompts = [Prompt(id=r["id"], text=r["prompt"], source=spec.name, category=r.get("category"),
                           label=None if spec.harmful is not None else ("unsafe" if r["harmful_prompt"] else "safe"))
                    for r in judged]
         return _Stored(judged, prompts, meta, {r["id"]: r for r in judged})
     # judging never finished, or its file is damaged: take the generation checkpoint, in the
     # plan's prompt order; verdicts still readable in the judged file count as the old ones
-    checkpoint = path.with_name(f"{spec.name}.gen.jsonl")
-    latest = {r["id"]: r for r in read_jsonl(checkpoint) if valid_generation(r)}
+    rows = _checkpoint_rows(path.with_name(f"{spec.name}.gen.jsonl"), meta.get("gen_key"))
     prompts = runner.prompts(spec)
-    if not prompts or any(p.id not in latest for p in prompts):
+    if rows is None or not prompts or any(p.id not in rows for p in prompts):
         return None
     old = {r["id"]: r for r in judged if valid_judged(r)}
-    return _Stored([latest[p.id] for p in prompts], prompts, meta, old)
+    return _Stored([rows[p.id] for p in prompts], prompts, meta, old)
+
+
+def _checkpoint_rows(checkpoint: Path, gen_key: Any) -> dict[str, dict[str, Any]] | None:
+    """The checkpoint's valid rows by prompt id, all of one policy key: the judged file's
+    ``gen_key`` when known, else the only key present. None when the key is ambiguous (rows of
+    several policies and no record of which one the run used: generating again decides)."""
+    from .records import valid_generation
+    from .store import read_jsonl
+
+    rows = [r for r in read_jsonl(checkpoint) if valid_generation(r)]
+    keys = {r["key"] for r in rows}
+    key = gen_key if isinstance(gen_key, str) and gen_key in keys else (keys.pop() if len(keys) == 1 else None)
+    if key is None:
+        return None
+    return {r["id"]: r for r in rows if r["key"] == key}
 
 
 def _outcome(row: dict[str, Any]) -> tuple[Any, Any]:
@@ -219,6 +252,9 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
     get_judge(judge)  # unknown names fail before anything is touched
     plan = load_plan(run_dir, data_dir)
     safety = {s.name: s for s in plan.safety}
+    if not safety:
+        raise UserError(f"run {plan.run_id} has no safety benchmark, so there is nothing to rejudge",
+                        "rejudge runs whose --benchmarks include safety or over-refusal sets")
     chosen = benchmarks or list(safety)
     unknown = [b for b in chosen if b not in safety]
     if unknown:
@@ -283,10 +319,9 @@ def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: li
     doc["rejudge"] = history
     write_json_atomic(runner.dir / "results.json", doc)
     report = runner.render(doc)
-    from .leaderboard import connect, index_run
+    from .leaderboard import index_quietly
 
-    with connect(Path(plan.config.out)) as db:
-        index_run(db, doc, report)
+    index_quietly(Path(plan.config.out), doc, report)
     return doc
 
 
@@ -332,16 +367,16 @@ def _subparser(parser: argparse.ArgumentParser | None, name: str) -> argparse.Ar
 
 def _extend_judges_validate(sub: Any, command: Callable) -> None:
     global _ORIGINAL_JUDGES
-    from .cli import COMMANDS
+    from .cli import COMMANDS, positive_int, seed_int
 
     validate = _subparser(sub.choices.get("judges"), "validate")
     if validate is None or "judges" not in COMMANDS:
         return
     _add_judge_model_flags(validate)
     if "--limit" not in validate._option_string_actions:  # noqa: SLF001
-        validate.add_argument("--limit", type=int, default=None,
+        validate.add_argument("--limit", type=positive_int, default=None,
                               help="seeded rows per labelled file (model judges on a CPU); stored with the result")
-        validate.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
+        validate.add_argument("--seed", type=seed_int, default=0, help="seed of the --limit subset")
     if not getattr(COMMANDS["judges"], "_safesteer_eval", False):
         _ORIGINAL_JUDGES = COMMANDS["judges"]
     command("judges")(_cmd_judges)
@@ -365,6 +400,8 @@ def _cmd_judges(args: argparse.Namespace) -> int:
           "(counted as unsafe / refusal, i.e. against the judged model)")
     if path is not None:
         print(f"stored in {path} (reports show it)")
+    elif args.dataset == "all":
+        print("not stored: an agreement measured on more rows is already stored (reports show that one)")
     return 0
 
 
@@ -391,8 +428,23 @@ def validate_model_judge(judge_name: str, dataset: str = "all", data_dir: Path |
     stats = getattr(judge, "stats", {})
     report.update({"model": getattr(judge, "model", None), "limit": limit, "seed": seed,
                    "calls": stats.get("calls", 0), "parse_errors": stats.get("parse_errors", 0)})
-    path = save_agreement(report) if dataset == "all" else None
+    path = save_agreement(report) if dataset == "all" and not _replaces_fuller(report) else None
     return report, path
+
+
+def _replaces_fuller(report: dict[str, Any]) -> bool:
+    """True when ``report`` (a --limit subset) would overwrite an agreement stored on more rows:
+    reports show the stored one, so a 1-row sample must never replace a full validation."""
+    from .judge_agreement import agreement_path
+    from .store import read_json_dict
+
+    if report.get("limit") is None:
+        return False
+    stored = read_json_dict(agreement_path(report["judge"]))
+    if stored is None:
+        return False
+    old_limit = stored.get("limit")
+    return old_limit is None or (isinstance(old_limit, int) and old_limit > report["limit"])
 
 
 def _subset_labels(root: Path, out: Path, limit: int, seed: int) -> Path:

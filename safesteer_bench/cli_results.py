@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+
+def band_width(text: str) -> float:
+    """An argparse type: a finite number >= 0 (inf would pass everything, nan fail everything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def add_commands(sub, command) -> None:
@@ -17,9 +29,9 @@ def add_commands(sub, command) -> None:
                     "from its baseline.")
     check.add_argument("run", type=Path, help="run directory or its results.json")
     check.add_argument("--against", type=Path, required=True, help="baseline results.json (or its run dir)")
-    check.add_argument("--tolerance", type=float, default=None,
+    check.add_argument("--tolerance", type=band_width, default=None,
                        help="absolute tolerance instead of the CI band (e.g. 0.05)")
-    check.add_argument("--margin", type=float, default=None, help="added to each side of the CI band (default 0.02)")
+    check.add_argument("--margin", type=band_width, default=None, help="added to each side of the CI band (default 0.02)")
     check.add_argument("--all", action="store_true", help="print passing metrics too")
     command("check")(cmd_check)
 
@@ -54,7 +66,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import render
 
     if not args.runs_dir.is_dir():
-        raise UserError(f"runs directory {args.runs_dir} does not exist", "pass the --out folder of your runs")
+        problem = "is not a folder" if args.runs_dir.exists() else "does not exist"
+        raise UserError(f"runs directory {args.runs_dir} {problem}", "pass the --out folder of your runs")
     out = render(args.runs_dir, args.out)
     print(f"leaderboard: {out}")
     return 0

@@ -21,7 +21,7 @@ LOSS_VARIANTS = ("partial", "renormalize", "tail-bucket")
 
 
 def add_commands(sub: Any, command: Callable) -> None:
-    from .cli import add_data_flag, add_model_flags
+    from .cli import add_data_flag, add_model_flags, seed_int
 
     p = sub.add_parser(
         "train", help="train one method (safesteer, global-kl, sft, ...) and save its artifact",
@@ -39,7 +39,7 @@ def add_commands(sub: Any, command: Callable) -> None:
                    help="benchmarks/suites whose prompts never enter training ('none' to skip; default: safety-7)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/train-<model>-<profile>-seed<seed>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the budget's prompts and of training (default 0)")
     p.add_argument("--force", action="store_true", help="retrain even when the artifact exists")
     add_model_flags(p)
     add_data_flag(p)
@@ -58,7 +58,8 @@ def _exclusions(names: str, data_dir: Path | None) -> list[Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from .budget import make_budget
     from .method import METHODS, MethodContext, get_method
-    from .models import load_model, resolve_model
+    from .models import check_device, check_dtype, load_model, resolve_model
+    from .paths import check_output_dir, safe_component
     from .profiles import get_profile
     from .store import write_json_atomic
 
@@ -70,7 +71,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"--token-set-size must be positive (got {args.token_set_size})", "e.g. --token-set-size 50")
     profile = get_profile(args.profile)
     spec = resolve_model(args.model)
-    out = args.out or Path("runs") / f"train-{spec.name.replace('/', '_')}-{profile.name}-seed{args.seed}"
+    check_device(args.device)
+    check_dtype(args.dtype)
+    out = args.out or Path("runs") / f"train-{safe_component(spec.name)}-{profile.name}-seed{args.seed}"
+    check_output_dir(out)
     workdir = out / "methods" / args.method
     artifact_path = workdir / "artifact.json"
     if artifact_path.exists() and not args.force:

@@ -22,7 +22,21 @@ from .records import valid_generation
 from .store import append_jsonl, read_jsonl
 
 # Prompts per checkpointed chunk: small enough that a kill loses little, large enough to batch well.
-CHUNK_PROMPTS = int(os.environ.get("SAFESTEER_BENCH_CHUNK", "64"))
+# None: $SAFESTEER_BENCH_CHUNK or 64, read when a run generates (see chunk_prompts).
+CHUNK_PROMPTS: int | None = None
+ENV_CHUNK = "SAFESTEER_BENCH_CHUNK"
+
+
+def chunk_prompts() -> int:
+    """Prompts per checkpointed chunk; a bad ``$SAFESTEER_BENCH_CHUNK`` is a one-line error."""
+    from .errors import UserError
+
+    if CHUNK_PROMPTS is not None:
+        return max(CHUNK_PROMPTS, 1)
+    raw = os.environ.get(ENV_CHUNK, "64").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"${ENV_CHUNK}={raw!r} is not a positive whole number", f"unset it or set e.g. {ENV_CHUNK}=64")
+    return int(raw)
 
 
 #: How safety benchmarks generate: ``inspect`` (default; each chunk runs as an inspect-ai Task
@@ -62,7 +76,7 @@ def generate_checkpointed(
     # Only whole, well-formed rows of this policy key count as done; anything else is regenerated.
     done = {r["id"]: r for r in read_jsonl(checkpoint) if valid_generation(r) and r["key"] == key}
     todo = [p for p in prompts if p.id not in done]
-    chunk = max(CHUNK_PROMPTS, 1)
+    chunk = chunk_prompts()
     if path == "inspect":
         task_name = task_name or checkpoint.name.split(".")[0]
         if log_dir is None:

@@ -140,11 +140,16 @@ def results_file(path: Path) -> Path:
     return path / "results.json" if path.is_dir() else path
 
 
+def _not_json(name: str) -> Any:
+    """NaN and ±Infinity are not JSON; a band built on them would pass or fail everything."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """A validated results.json, given the file or the run directory holding it."""
     file = results_file(path)
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = json.loads(file.read_text(encoding="utf-8"), parse_constant=_not_json)
     except FileNotFoundError:
         raise UserError(f"no results at {file}", "pass a run directory or its results.json") from None
     except json.JSONDecodeError as exc:
@@ -153,6 +158,9 @@ def load_results(path: Path) -> dict[str, Any]:
         raise UserError(f"{file} is not UTF-8 text", "pass a results.json written by safesteer-bench run") from None
     except RecursionError:  # json's own recursion on hostile nesting
         raise UserError(f"{file} is nested too deeply to be a results.json", FIX_RESULTS) from None
+    except ValueError as exc:  # NaN / Infinity tokens, integers past Python's digit limit
+        raise UserError(f"{file} holds a value that is not a finite JSON number ({str(exc)[:80]})",
+                        FIX_RESULTS) from None
     except OSError as exc:
         raise UserError(f"cannot read {file} ({exc.strerror or exc})", "pass a readable results.json") from None
     return validate_results(doc, str(file))

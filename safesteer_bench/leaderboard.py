@@ -27,11 +27,14 @@ from .store import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS scores (
+# Keyed by the run's report path, not its run id: two folders holding the same run id (a backup
+# copy, a reused --run-id, a hostile file) must not replace each other's rows.
+TABLE = "scores_v2"
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
     run_id TEXT, model TEXT, method TEXT, profile TEXT, created TEXT, report TEXT,
     safety REAL, over_refusal REAL, capability REAL, benchmarks TEXT,
-    PRIMARY KEY (run_id, method)
+    PRIMARY KEY (report, method)
 )"""
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # what a browser reads as a URL scheme
 
@@ -60,8 +63,19 @@ def score_rows(results: dict[str, Any], report: Path) -> list[tuple[Any, ...]]:
 
 
 def index_run(db: sqlite3.Connection, results: dict[str, Any], report: Path) -> None:
-    db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?,?,?)", score_rows(results, report))
+    db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?,?,?,?,?,?,?,?,?,?)", score_rows(results, report))
     db.commit()
+
+
+def index_quietly(runs_dir: Path, results: dict[str, Any], report: Path) -> None:
+    """Upsert one finished run; an index that cannot be written only warns (the run's own files
+    are complete, and ``safesteer-bench leaderboard`` rebuilds the index from them)."""
+    try:
+        with closing(connect(runs_dir)) as db:
+            index_run(db, results, report)
+    except (sqlite3.Error, OSError) as exc:
+        log.warning("leaderboard index %s not updated (%s); `safesteer-bench leaderboard %s` rebuilds it",
+                    runs_dir / "index.sqlite", exc, runs_dir)
 
 
 def _load_run(results_file: Path) -> dict[str, Any] | None:
@@ -78,12 +92,17 @@ def _load_run(results_file: Path) -> dict[str, Any] | None:
 
 def rebuild(runs_dir: Path) -> sqlite3.Connection:
     db = connect(runs_dir)
-    db.execute("DELETE FROM scores")
+    db.execute(f"DELETE FROM {TABLE}")
     db.commit()  # so that rolling back one bad run below cannot bring the old rows back
+    seen: dict[str, Path] = {}
     for results_file in sorted(runs_dir.glob("*/results.json")):
         results = _load_run(results_file)
         if results is None:
             continue
+        other = seen.setdefault(str(results.get("run_id")), results_file)
+        if other != results_file:
+            log.warning("leaderboard: %s and %s both claim run id %r; both are listed, by folder",
+                        other, results_file, results.get("run_id"))
         try:
             index_run(db, results, results_file.parent / "report.html")
         # This run's data (a missing run_id, a number sqlite cannot bind); an index that cannot be
@@ -98,7 +117,7 @@ def rebuild(runs_dir: Path) -> sqlite3.Connection:
 def rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
     cursor = db.execute(
         "SELECT run_id, model, method, profile, created, report, safety, over_refusal, capability, benchmarks "
-        "FROM scores ORDER BY safety IS NULL, safety DESC, capability DESC")
+        f"FROM {TABLE} ORDER BY safety IS NULL, safety DESC, capability DESC")
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, r)) for r in cursor.fetchall()]
 
@@ -118,9 +137,9 @@ def _index(runs_dir: Path) -> list[dict[str, Any]]:
         with closing(rebuild(runs_dir)) as db:
             return rows(db)
     except (sqlite3.Error, OSError) as exc:
-        raise UserError(f"cannot write the leaderboard index {path} ({exc})",
-                        f"make {runs_dir} writable and remove {path} if it is not an SQLite file "
-                        "(it is rebuilt from the runs' results.json)") from None
+        fix = (f"remove {path} (it is rebuilt from the runs' results.json) and make {runs_dir} writable"
+               if path.is_file() else f"make {runs_dir} writable; {path} must not be a folder")
+        raise UserError(f"cannot write the leaderboard index {path} ({exc})", fix) from None
 
 
 def render(runs_dir: Path, out: Path | None = None) -> Path:

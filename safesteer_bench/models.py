@@ -86,6 +86,9 @@ ALIASES: dict[str, ModelSpec] = {
 
 def resolve_model(name: str, trust_remote_code: bool = False) -> ModelSpec:
     """Alias, local directory, GGUF file or Hugging Face id -> ModelSpec."""
+    if not name or not name.strip():
+        raise UserError("no model given", "pass --model with an alias (see `safesteer-bench models`), "
+                                          "a Hugging Face id, a local model folder or a .gguf file")
     if name in ALIASES:
         spec = ALIASES[name]
         return ModelSpec(**{**spec.__dict__, "trust_remote_code": trust_remote_code})
@@ -96,10 +99,15 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ModelSpec:
         return ModelSpec(path.stem, "gguf", str(path.resolve()), "local GGUF file",
                          trust_remote_code=trust_remote_code)
     if path.is_dir():
-        return ModelSpec(path.name, "dir", str(path.resolve()), "local model directory",
+        if not (path / "config.json").is_file():
+            raise UserError(f"folder '{name}' holds no config.json, so it is not a model directory",
+                            "pass a folder saved with save_pretrained, a .gguf file, an alias or a Hugging Face id")
+        return ModelSpec(path.resolve().name, "dir", str(path.resolve()), "local model directory",
                          trust_remote_code=trust_remote_code)
-    if name.count("/") == 1 and not name.startswith((".", "/")):
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return ModelSpec(name, "hf", name, "Hugging Face model", trust_remote_code=trust_remote_code)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"model path '{name}' does not exist", "pass an existing local model folder or .gguf file")
     raise unknown_name("model", name, list(ALIASES), "models")
 
 

@@ -13,6 +13,13 @@ from .errors import UserError
 RUN_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,127}")
 
 
+# Names the runs folder itself uses: a run directory must never take their place.
+RESERVED_RUN_IDS = frozenset({"index.sqlite", "index.sqlite-journal", "index.sqlite-wal", "index.sqlite-shm",
+                              "leaderboard.html"})
+#: Seeds reach numpy (>= 0) and torch.manual_seed (< 2**64); 2**32 keeps every library happy.
+MAX_SEED = 2**32 - 1
+
+
 def cache_dir() -> Path:
     """``$SAFESTEER_BENCH_CACHE`` or ``~/.cache/safesteer-bench``."""
     env = os.environ.get("SAFESTEER_BENCH_CACHE")
@@ -21,11 +28,18 @@ def cache_dir() -> Path:
 
 def check_run_id(run_id: str) -> str:
     """``run_id`` when it is one safe path component, else a UserError (exit 2)."""
-    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id) or run_id in RESERVED_RUN_IDS:
         raise UserError(f"invalid run id {run_id!r}: a run id is one folder name under --out",
                         "use letters, digits and _ . + = - (not starting with '.' or '-', at most 128 "
-                        "characters, no '/'), e.g. --run-id my-run-1")
+                        "characters, no '/', not index.sqlite or leaderboard.html), e.g. --run-id my-run-1")
     return run_id
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` when every library can use it (0 .. 2**32-1), else a UserError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"seed {seed!r} is out of range", f"use a whole number from 0 to {MAX_SEED}")
+    return seed
 
 
 def safe_component(text: str) -> str:

@@ -20,13 +20,14 @@ from typing import Any
 
 from .benchmark import BenchmarkSpec, resolve_benchmarks
 from .data import Prompt
-from .evaluate import generate_checkpointed, judge_rows, score_rows
+from .evaluate import chunk_prompts, generate_checkpointed, judge_rows, score_rows
 from .generation import GenConfig
 from .method import MethodContext, get_method
 from .models import LoadedModel, load_model, resolve_model
 from .errors import UserError
 from .models import check_device, check_dtype
-from .paths import check_output_dir, check_run_id, safe_component
+from .options import check_method_args
+from .paths import check_output_dir, check_run_id, check_seed, safe_component
 from .policy import Policy, fingerprint
 from .profiles import Profile, get_profile
 from .records import all_valid_judged
@@ -122,6 +123,9 @@ def make_plan(cfg: RunConfig) -> Plan:
     for flag, value in (("--limit", cfg.limit), ("--capability-limit", cfg.capability_limit)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value})", f"omit {flag} to use the profile's count")
+    check_seed(cfg.seed)
+    check_method_args(cfg.method_args)
+    chunk_prompts()  # a bad $SAFESTEER_BENCH_CHUNK fails here, not after the model loads
     cfg.device = check_device(cfg.device)
     cfg.dtype = check_dtype(cfg.dtype)
     check_output_dir(Path(cfg.out))
@@ -262,10 +266,9 @@ class Runner:
             self.evaluate_method(method)
         results = self.aggregate(wall_seconds=time.perf_counter() - self._started)
         report = self.render(results)
-        from .leaderboard import connect, index_run
+        from .leaderboard import index_quietly
 
-        with connect(Path(self.plan.config.out)) as db:
-            index_run(db, results, report)
+        index_quietly(Path(self.plan.config.out), results, report)
         return results
 
     def evaluate_method(self, name: str) -> None:
@@ -468,8 +471,14 @@ def _benchmark_info(spec: BenchmarkSpec, judge: str) -> dict[str, Any]:
 
 def _method_info(workdir: Path, name: str) -> dict[str, Any]:
     method = get_method(name)
-    return {"kind": method.kind, "description": method.description,
-            "artifact": read_json(workdir / "artifact.json") or {}}
+    artifact = read_json_dict(workdir / "artifact.json") or {}
+    spent = artifact.get("spent")
+    if spent is not None and not (isinstance(spent, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in spent.values())):
+        # A damaged record of spent compute is left out of results.json rather than copied in.
+        log.warning("%s: artifact.json's 'spent' is malformed; left out of results.json", name)
+        artifact = {k: v for k, v in artifact.items() if k != "spent"}
+    return {"kind": method.kind, "description": method.description, "artifact": artifact}
 
 
 def _environment() -> dict[str, Any]:

@@ -54,9 +54,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any | None:
     """The JSON at ``path``, or None when missing or unreadable (a damaged stage is redone)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    # ValueError covers JSONDecodeError, bad UTF-8, NaN/Infinity and integers past Python's digit
+    # limit; RecursionError a hostile nesting depth. All of them mean: damaged, redo the stage.
+    except (OSError, ValueError, RecursionError):
         return None
+
+
+def _no_constant(name: str) -> Any:
+    """json's hook for NaN / Infinity, which are not JSON: a file holding them is damaged."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def read_json_dict(path: Path) -> dict[str, Any] | None:
@@ -123,8 +130,8 @@ def read_jsonl(path: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(line, parse_constant=_no_constant)
+            except (ValueError, RecursionError):
                 continue
             if isinstance(row, dict):
                 yield row

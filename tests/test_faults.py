@@ -49,6 +49,23 @@ def _run(tiny_dir: Path, out: Path, data_dir: Path, **kw):
     return plan, Runner(plan).run()
 
 
+@pytest.fixture(scope="module")
+def finished(tiny_dir, tmp_path_factory, data_dir) -> Path:
+    """One finished run of the module's plan, copied by :func:`_finished_copy` for each test
+    (generating it again for every test cost minutes)."""
+    plan, _ = _run(tiny_dir, tmp_path_factory.mktemp("finished"), data_dir)
+    return plan.run_dir
+
+
+def _finished_copy(finished: Path, tiny_dir: Path, out: Path, data_dir: Path):
+    """The plan of a private copy of the finished run under ``out`` (same run id, same rows)."""
+    import shutil
+
+    plan = make_plan(_cfg(tiny_dir, out, data_dir))
+    shutil.copytree(finished, plan.run_dir, ignore=shutil.ignore_patterns(".lock"))
+    return plan
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
@@ -95,8 +112,8 @@ def test_repair_cuts_only_a_torn_tail(tmp_path):
     assert repair_jsonl_tail(path) == len("no newline at all") and path.read_text() == ""
 
 
-def test_torn_generation_checkpoint_regenerates_only_the_torn_row(tiny_dir, tmp_path, data_dir, monkeypatch):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_torn_generation_checkpoint_regenerates_only_the_torn_row(finished, tiny_dir, tmp_path, data_dir, monkeypatch):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     gen = plan.run_dir / "samples" / "base" / "advbench.gen.jsonl"
     judged = plan.run_dir / "samples" / "base" / "advbench.jsonl"
     text = gen.read_text()
@@ -117,8 +134,8 @@ def test_torn_generation_checkpoint_regenerates_only_the_torn_row(tiny_dir, tmp_
 
 
 @pytest.mark.parametrize("field", ["parse_error", "prompt", "verdict", "refused"])
-def test_judged_row_missing_a_field_is_rejudged_not_trusted(tiny_dir, tmp_path, data_dir, field, monkeypatch):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_judged_row_missing_a_field_is_rejudged_not_trusted(finished, tiny_dir, tmp_path, data_dir, field, monkeypatch):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     judged = plan.run_dir / "samples" / "base" / "advbench.jsonl"
     rows = [json.loads(line) for line in _lines(judged)]
     del rows[2][field]
@@ -133,8 +150,8 @@ def test_judged_row_missing_a_field_is_rejudged_not_trusted(tiny_dir, tmp_path, 
     assert all(valid_judged(json.loads(line)) for line in _lines(judged))
 
 
-def test_generation_row_missing_a_field_is_regenerated(tiny_dir, tmp_path, data_dir):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_generation_row_missing_a_field_is_regenerated(finished, tiny_dir, tmp_path, data_dir):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     gen = plan.run_dir / "samples" / "base" / "advbench.gen.jsonl"
     rows = [json.loads(line) for line in _lines(gen)]
     rows[1].pop("completion")
@@ -147,8 +164,8 @@ def test_generation_row_missing_a_field_is_regenerated(tiny_dir, tmp_path, data_
     assert len({r["id"] for r in valid}) == 6
 
 
-def test_rejudge_after_malformed_rows_repairs_from_the_checkpoint(tiny_dir, tmp_path, data_dir, capsys):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_rejudge_after_malformed_rows_repairs_from_the_checkpoint(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     judged = plan.run_dir / "samples" / "base" / "advbench.jsonl"
     rows = [json.loads(line) for line in _lines(judged)]
     del rows[0]["prompt"]
@@ -159,9 +176,9 @@ def test_rejudge_after_malformed_rows_repairs_from_the_checkpoint(tiny_dir, tmp_
     assert doc["results"]["base"]["advbench"]["n"] == 6
 
 
-def test_rejudge_with_a_torn_samples_line_reports_no_false_changes(tiny_dir, tmp_path, data_dir, capsys):
+def test_rejudge_with_a_torn_samples_line_reports_no_false_changes(finished, tiny_dir, tmp_path, data_dir, capsys):
     """Same judge again: nothing changed. The torn row is 'newly judged', not 'changed'."""
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     judged = plan.run_dir / "samples" / "base" / "advbench.jsonl"
     text = judged.read_text()
     judged.write_text(text[: len(text) - 30])
@@ -173,8 +190,8 @@ def test_rejudge_with_a_torn_samples_line_reports_no_false_changes(tiny_dir, tmp
     assert "0 verdict(s) changed" in out
 
 
-def test_rejudge_with_incomplete_completions_refuses_and_keeps_results(tiny_dir, tmp_path, data_dir, capsys):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_rejudge_with_incomplete_completions_refuses_and_keeps_results(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     samples = plan.run_dir / "samples" / "base"
     for name in ("advbench.jsonl", "advbench.gen.jsonl"):
         text = (samples / name).read_text()
@@ -196,8 +213,8 @@ def test_rejudge_with_incomplete_completions_refuses_and_keeps_results(tiny_dir,
                            '"profile": {"name": "smoke"}}'),
     lambda p: p.write_bytes(b"\xff\xfe garbage"),
 ])
-def test_rejudge_on_a_damaged_plan_is_one_line(tiny_dir, tmp_path, data_dir, capsys, damage):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_rejudge_on_a_damaged_plan_is_one_line(finished, tiny_dir, tmp_path, data_dir, capsys, damage):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     damage(plan.run_dir / "plan.json")
     code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
     assert code == 2 and "plan" in _one_error_line(err)
@@ -209,8 +226,8 @@ def test_rejudge_on_a_damaged_plan_is_one_line(tiny_dir, tmp_path, data_dir, cap
     ("samples/base/advbench.meta.json", '[]'),
     ("samples/base/advbench.meta.json", '{"judge": "keywords", "n": "six"}'),
 ])
-def test_damaged_stage_files_are_redone_not_trusted(tiny_dir, tmp_path, data_dir, name, damage):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_damaged_stage_files_are_redone_not_trusted(finished, tiny_dir, tmp_path, data_dir, name, damage):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     (plan.run_dir / name).write_text(damage)
     _, results = _run(tiny_dir, tmp_path, data_dir)
     assert results["results"]["base"]["advbench"]["n"] == 6
@@ -445,8 +462,8 @@ def test_stage_files_get_the_usual_mode_not_0600(tmp_path):
     assert mode == FILE_MODE and mode & stat.S_IRGRP  # readable by the group, like any plain file
 
 
-def test_lock_is_released_after_a_run(tiny_dir, tmp_path, data_dir):
-    plan, _ = _run(tiny_dir, tmp_path, data_dir)
+def test_lock_is_released_after_a_run(finished, tiny_dir, tmp_path, data_dir):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
     with run_lock(plan.run_dir):  # would raise if the finished run still held it
         pass
 
@@ -481,3 +498,151 @@ def test_one_ctrl_c_mid_generation_exits_130_promptly(smollm2, tmp_path, data_di
     assert waited < 15, f"exit took {waited:.1f} s after SIGINT"
     gen = tmp_path / "ctrlc" / "samples" / "base" / "jailbreak-templates.gen.jsonl"
     assert not gen.exists() or all(valid_generation(json.loads(l)) for l in _lines(gen))
+
+
+# ----------------------------------------------------------------------------------------------
+# Second hostile pass: files json cannot read, index collisions, seeds, options, models
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ['{"id": "x", "n": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000,
+                                  '{"id": "x", "seconds": NaN}'])
+def test_checkpoint_lines_json_cannot_read_are_skipped(finished, tiny_dir, tmp_path, data_dir, line):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    gen = plan.run_dir / "samples" / "base" / "advbench.gen.jsonl"
+    with gen.open("a") as fh:
+        fh.write(line + "\n")
+    (plan.run_dir / "timing.json").write_text(line)
+    _, results = _run(tiny_dir, tmp_path, data_dir)
+    assert results["results"]["base"]["advbench"]["n"] == 6
+
+
+def test_run_and_rejudge_survive_a_broken_leaderboard_index(tiny_dir, tmp_path, data_dir, capsys, caplog):
+    (tmp_path / "index.sqlite").write_text("not a database " * 100)
+    plan, _ = _run(tiny_dir, tmp_path, data_dir)  # finishes: the index only warns
+    assert (plan.run_dir / "report.html").exists()
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
+    assert code == 0, err
+    assert "index" in caplog.text
+
+
+@pytest.mark.parametrize("run_id", ["index.sqlite", "leaderboard.html"])
+def test_run_ids_that_the_runs_folder_uses_are_refused(tmp_path, capsys, run_id):
+    code, out, err = _cli(capsys, ["run", "--methods", "base", "--benchmarks", "advbench", "--dry-run",
+                                   "--out", str(tmp_path), "--run-id", run_id])
+    assert code == 2 and "run id" in _one_error_line(err)
+
+
+def test_leaderboard_lists_runs_that_share_a_run_id(tmp_path, capsys):
+    baseline = json.loads((REPO / "reports" / "smoke-baseline" / "results.json").read_text())
+    for name in ("run-a", "run-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(baseline))
+    code, out, err = _cli(capsys, ["leaderboard", str(tmp_path)])
+    assert code == 0, err
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert "run-a/report.html" in page and "run-b/report.html" in page
+
+
+def test_rejudge_refuses_judged_rows_of_other_prompts(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    judged = plan.run_dir / "samples" / "base" / "advbench.jsonl"
+    first = _lines(judged)[0]
+    judged.write_text((first + "\n") * 6)  # six valid rows, all of one prompt
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
+    assert code == 0, err  # repaired from the checkpoint, not trusted
+    rows = [json.loads(l) for l in _lines(judged)]
+    assert len({r["id"] for r in rows}) == 6
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999999", "x"])
+def test_seeds_out_of_range_exit_2(tmp_path, capsys, seed):
+    code, out, err = _cli(capsys, ["run", "--methods", "base", "--benchmarks", "advbench", "--dry-run",
+                                   "--out", str(tmp_path), f"--seed={seed}"])
+    assert code == 2 and "--seed" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("args, needle", [
+    ("loss_varient=renormalize", "unknown --method-args key 'loss_varient'"),
+    ("cof=2", "valid keys"),
+    ("coef=abc", "coef"),
+    ("layer=x", "layer"),
+    ("target_refusal=high", "target_refusal"),
+    ("direction_mode=bogus", "direction_mode"),
+    ("judge=nope", "unknown judge 'nope'"),
+])
+def test_bad_method_args_exit_2_in_the_dry_run(tmp_path, capsys, args, needle):
+    code, out, err = _cli(capsys, ["run", "--methods", "base,steering", "--benchmarks", "advbench", "--dry-run",
+                                   "--out", str(tmp_path), "--method-args", args])
+    assert code == 2 and needle in _one_error_line(err)
+
+
+@pytest.mark.parametrize("model, needle", [("", "no model given"), (" ", "no model given"),
+                                          (".", "not a model directory"), ("/no/such/dir", "does not exist")])
+def test_bad_model_names_exit_2(tmp_path, capsys, model, needle, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _cli(capsys, ["run", "--methods", "base", "--benchmarks", "advbench", "--dry-run",
+                                   "--out", str(tmp_path / "runs"), f"--model={model}"])
+    assert code == 2 and needle in _one_error_line(err)
+
+
+@pytest.mark.parametrize("flag", ["--tolerance=inf", "--margin=inf", "--tolerance=-1", "--margin=nan"])
+def test_check_refuses_bands_that_pass_or_fail_everything(capsys, flag):
+    baseline = str(REPO / "reports" / "smoke-baseline" / "results.json")
+    code, out, err = _cli(capsys, ["check", baseline, "--against", baseline, flag])
+    assert code == 2 and flag.split("=")[0] in _one_error_line(err)
+
+
+def test_check_refuses_a_baseline_with_infinite_bounds(tmp_path, capsys):
+    text = (REPO / "reports" / "smoke-baseline" / "results.json").read_text()
+    bad = tmp_path / "results.json"
+    bad.write_text(text.replace('"ci_high": ', '"ci_high": Infinity, "x": ', 1))
+    code, out, err = _cli(capsys, ["check", str(REPO / "reports" / "smoke-baseline"), "--against", str(bad)])
+    assert code == 2 and "finite" in _one_error_line(err)
+
+
+def test_bad_chunk_size_in_the_environment_is_one_line(tiny_dir, tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("SAFESTEER_BENCH_CHUNK", "abc")
+    code, out, err = _cli(capsys, ["run", "--methods", "base", "--model", str(tiny_dir), "--benchmarks", "advbench",
+                                   "--limit", "2", "--out", str(tmp_path), "--data-dir", str(data_dir)])
+    assert code == 2 and "SAFESTEER_BENCH_CHUNK" in _one_error_line(err)
+
+
+def test_limited_validation_never_replaces_a_full_one(tmp_path, capsys, data_dir, monkeypatch):
+    monkeypatch.setenv("SAFESTEER_BENCH_CACHE", str(tmp_path))
+    assert _cli(capsys, ["judges", "validate", "--judge", "keywords", "--data-dir", str(data_dir)])[0] == 0
+    stored = tmp_path / "judges" / "keywords.json"
+    full = stored.read_bytes()
+    code, out, err = _cli(capsys, ["judges", "validate", "--judge", "keywords", "--limit", "1",
+                                   "--data-dir", str(data_dir)])
+    assert code == 0 and "not stored" in out and stored.read_bytes() == full
+    code, out, err = _cli(capsys, ["judges", "validate", "--judge", "keywords", "--limit", "0",
+                                   "--data-dir", str(data_dir)])
+    assert code == 2 and "--limit" in _one_error_line(err)
+
+
+def test_rejudge_of_a_run_without_safety_benchmarks_exits_2(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    doc = json.loads((plan.run_dir / "plan.json").read_text())
+    doc["benchmarks"] = ["arc-easy"]
+    (plan.run_dir / "plan.json").write_text(json.dumps(doc))
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
+    assert code == 2 and "nothing to rejudge" in _one_error_line(err)
+
+
+def test_rejudge_of_a_plan_naming_an_unknown_method_says_damaged(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    doc = json.loads((plan.run_dir / "plan.json").read_text())
+    doc["methods"] = ["base", "no-such-method"]
+    (plan.run_dir / "plan.json").write_text(json.dumps(doc))
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
+    assert code == 2 and "damaged" in _one_error_line(err)
+
+
+def test_malformed_spent_compute_is_not_copied_into_results(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    (plan.run_dir / "methods" / "base").mkdir(parents=True, exist_ok=True)
+    (plan.run_dir / "methods" / "base" / "artifact.json").write_text('{"spent": {"generated_tokens": "lots"}}')
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
+    assert code == 0, err
+    assert _cli(capsys, ["summary", str(plan.run_dir)])[0] == 0
