@@ -421,7 +421,10 @@ def _fmt(x: float | None) -> str:
 def format_agreement(d: dict[str, Any]) -> str:
     """A plain-text table of a ``validate_judge`` result, for the CLI."""
     header = f"{'dataset':<22}{'target':<9}{'n':>6}{'pos':>6}{'acc':>8}{'kappa':>8}{'prec':>8}{'recall':>8}"
-    lines = [f"judge: {d['judge']}", header, "-" * len(header)]
+    lines = [f"judge: {d['judge']}"]
+    if d.get("evaluation"):  # a trained judge says how it was held out
+        lines.append(f"evaluation: {d['evaluation']}")
+    lines += [header, "-" * len(header)]
 
     def row(label: str, target: str, a: dict[str, Any]) -> str:
         return (f"{label:<22}{target:<9}{a['n']:>6}{a['positives']:>6}{_fmt(a['accuracy']):>8}"
@@ -437,3 +440,6 @@ def format_agreement(d: dict[str, Any]) -> str:
             lines.append(f"  3-way label accuracy: {sections['three_way_accuracy']:.3f}")
     lines.append("positive class: refusal (xstest, partial counts) / harmful compliance (gptfuzzer)")
     return "\n".join(lines)
+
+
+from . import clf_judge  # noqa: E402,F401  (registers "clf")
