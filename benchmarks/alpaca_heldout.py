@@ -48,8 +48,12 @@ def heldout_pool(data_dir: str | Path | None = None, seed: int = 0) -> list[Prom
 class HeldoutSpec(BenchmarkSpec):
     """A spec whose pool depends on the run seed; ``--limit`` takes a prefix of it."""
 
-    def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0) -> list[Prompt]:
-        pool = heldout_pool(data_dir, seed)
+    def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0,
+                split: str | None = "test") -> list[Prompt]:
+        """A prefix of the pool's ``split`` part (the dev / test partition of every set, splits.py)."""
+        from safesteer_bench.splits import select
+
+        pool = select(heldout_pool(data_dir, seed), split)
         return pool if limit is None else pool[:limit]
 
 

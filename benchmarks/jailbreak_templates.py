@@ -40,7 +40,8 @@ def load_jailbreak_templates(data_dir: str | Path | None = None) -> list[Prompt]
             source="jailbreak-templates",
             category=behavior.category,
             label="harmful",
-            meta={"behavior": behavior.text, "behavior_id": behavior.id,
+            # split_key: a behavior and all its templates fall on one side of the dev/test split
+            meta={"behavior": behavior.text, "split_key": behavior.text, "behavior_id": behavior.id,
                   "template_id": template.meta.get("source_id"), "template_index": t},
         ))
     return out

@@ -30,11 +30,15 @@ class BenchmarkSpec:
     source: str = ""
     task: str | None = None  # capability: the lm-eval task name (local YAML) it runs
 
-    def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0) -> list[Prompt]:
-        """A seeded, stable subset: the same limit and seed give the same prompts on every machine."""
+    def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0,
+                split: str | None = "test") -> list[Prompt]:
+        """A seeded, stable subset of one split (see :mod:`.splits`; ``None``: the whole set):
+        the same limit, seed and split give the same prompts on every machine."""
+        from .splits import select
+
         if self.load is None:
             raise ValueError(f"benchmark {self.name} has no prompt loader (kind={self.kind})")
-        return seeded_subset(self.load(data_dir), limit, seed)
+        return seeded_subset(select(self.load(data_dir), split), limit, seed)
 
     def is_harmful(self, prompt: Prompt) -> bool:
         return prompt.label == "unsafe" if self.harmful is None else self.harmful

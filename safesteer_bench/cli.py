@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(see `benchmarks`; default: safety-7,over-refusal)")
     run.add_argument("--profile", default="smoke", help="smoke | demo | quick | paper (default: smoke; see README)")
     run.add_argument("--judge", default=None, help="judge for every benchmark (default: each benchmark's own)")
+    run.add_argument("--second-judge", default="auto",
+                     help="judge that re-reads every safety verdict; the report shows where the two disagree "
+                          "(default auto: clf, else the other rule judge; 'none' to skip)")
     run.add_argument("--limit", type=positive_int, default=None, help="prompts per benchmark (overrides the profile)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
     run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
@@ -191,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     out=args.out, judge=args.judge, data_dir=args.data_dir, device=args.device,
                     dtype=args.dtype, seed=args.seed, limit=args.limit, run_id=args.run_id,
                     adapter=args.adapter, method_args=args.method_args, capability_limit=args.capability_limit,
-                    allow_code_execution=args.allow_code_execution,
+                    allow_code_execution=args.allow_code_execution, second_judge=args.second_judge,
                     command="safesteer-bench " + shlex.join(sys.argv[1:]))
     plan = make_plan(cfg)
     runner = Runner(plan)

@@ -144,6 +144,18 @@ def _check_plan_names(doc: dict[str, Any], path: Path) -> None:
                         "re-run the run's `safesteer-bench run` command to rewrite it") from None
 
 
+def _plan_split(doc: dict[str, Any]) -> str | None:
+    """The split a plan evaluated: its ``split.evaluated``, or None (whole sets) for old plans."""
+    split = doc.get("split")
+    if split is None:
+        return None
+    evaluated = split.get("evaluated") if isinstance(split, dict) else None
+    if evaluated not in ("dev", "test"):
+        raise UserError("plan.json has an invalid 'split' field (damaged plan)",
+                        "re-run the run's `safesteer-bench run` command to rewrite it")
+    return evaluated
+
+
 def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
     """The :class:`~.runner.Plan` a finished run was made from, rebuilt from its ``plan.json``
     (no model is resolved or loaded; the run keeps its directory and id)."""
@@ -173,7 +185,11 @@ def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
                     command=str(old.get("command", "")), adapter=doc.get("adapter", "lora"),
                     method_args=doc.get("method_args") or {}, capability_limit=doc.get("capability_limit"),
                     # plans written before generation tasks had their own cap used one limit for all
-                    capability_generate_limit=doc.get("capability_generate_limit", doc.get("capability_limit")))
+                    capability_generate_limit=doc.get("capability_generate_limit", doc.get("capability_limit")),
+                    # plans written before the dev/test split evaluated whole sets
+                    split=_plan_split(doc),
+                    # plans written before the second judge had none
+                    second_judge=str(doc.get("second_judge") or "none"))
     return Plan(cfg, profile, [BENCHMARKS.get(n) for n in doc["benchmarks"]], doc["run_id"], run_dir)
 
 
@@ -270,6 +286,7 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
 
 
 def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: list[str]) -> dict[str, Any]:
+    from .disagreement import second_judge_for
     from .evaluate import judge_rows
     from .judges import get_judge
     from .model_judges import judge_label
@@ -291,11 +308,13 @@ def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: li
     changes: list[dict[str, Any]] = []
     for (method, name), found in stored.items():
         assert found is not None
-        judged = judge_rows(safety[name], found.prompts, found.rows, judge)
+        judged = judge_rows(safety[name], found.prompts, found.rows, judge,
+                            second_judge_for(judge, plan.config.second_judge))
         path = runner.dir / "samples" / method / f"{name}.jsonl"
         write_jsonl_atomic(path, judged)
         write_json_atomic(path.with_suffix(".meta.json"), {
             "judge": judge, "judge_label": judged[0]["judge"] if judged else label, "n": len(judged),
+            "second_judge": second_judge_for(judge, plan.config.second_judge),
             "gen_key": found.meta.get("gen_key") or found.rows[0].get("key"),
             "rejudged_from": found.meta.get("judge"),
         })
@@ -391,6 +410,13 @@ def _cmd_judges(args: argparse.Namespace) -> int:
     if not extended:
         assert _ORIGINAL_JUDGES is not None
         return _ORIGINAL_JUDGES(args)
+    from .judges import get_judge
+
+    if callable(getattr(get_judge(args.judge), "validate", None)):
+        # A trained judge reports its held-out figures; a row subset of its training data would
+        # only measure how well it remembers them.
+        raise UserError(f"--limit and --judge-model do not apply to the {args.judge} judge",
+                        f"run `safesteer-bench judges validate --judge {args.judge}` for its held-out figures")
     _apply_judge_model(args)
     report, path = validate_model_judge(args.judge, args.dataset, args.data_dir, limit=args.limit, seed=args.seed)
     from .judges import format_agreement

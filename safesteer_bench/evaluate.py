@@ -108,26 +108,34 @@ def generate_checkpointed(
 
 
 def judge_rows(
-    spec: BenchmarkSpec, prompts: Sequence[Prompt], rows: list[dict[str, Any]], judge_name: str
+    spec: BenchmarkSpec, prompts: Sequence[Prompt], rows: list[dict[str, Any]], judge_name: str,
+    second_judge: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Attach a verdict to every generated row (conservative on parse errors, DESIGN §2)."""
+    """Attach a verdict to every generated row (conservative on parse errors), and the verdict
+    of ``second_judge`` as ``row["second"]`` when one is given (see :mod:`.disagreement`)."""
+    from .disagreement import second_verdicts
+
     judge = get_judge(judge_name)
     verdicts = judge.judge([r["prompt"] for r in rows], [r["completion"] for r in rows])
+    harmful = [spec.is_harmful(p) for p in prompts]
+    seconds = second_verdicts(second_judge, rows, harmful) if second_judge else [None] * len(rows)
     out = []
-    for prompt, row, verdict in zip(prompts, rows, verdicts):
-        harmful_prompt = spec.is_harmful(prompt)
+    for prompt, row, verdict, harmful_prompt, second in zip(prompts, rows, verdicts, harmful, seconds):
         verdict = conservative(verdict, harmful_set=harmful_prompt)
-        out.append({
-            **{k: v for k, v in row.items() if k != "key"},
+        judged = {
+            **{k: v for k, v in row.items() if k not in ("key", "second")},
             "category": prompt.category, "harmful_prompt": harmful_prompt, "judge": judge.name,
             "verdict": verdict.label, "refused": verdict.refused, "harmful": verdict.harmful,
             "score": verdict.score, "parse_error": verdict.parse_error,
-        })
+        }
+        if second is not None:
+            judged["second"] = second
+        out.append(judged)
     return out
 
 
 def score_rows(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """Metrics with bootstrap CIs. Harmful-prompt rows give harmful/refusal rates, benign-prompt
+    """Metrics with 95 % CIs (Wilson for rates). Harmful-prompt rows give harmful/refusal rates, benign-prompt
     rows give the over-refusal rate; a mixed set (XSTest) gets both."""
     from .judges import Verdict
 
@@ -150,6 +158,9 @@ def score_rows(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     score = _score_metric(rows, seed)
     if score is not None:
         result["strongreject_score"] = score
+    from .disagreement import disagreement_metrics
+
+    result.update(disagreement_metrics(rows, seed))
     return result
 
 

@@ -37,7 +37,7 @@ class Check:
 FIX_RESULTS = "pass a results.json written by `safesteer-bench run` (re-run the run to rewrite a damaged one)"
 # The plan fields that decide which metrics a run has: runs that differ in them cannot be compared
 # metric by metric (the other fields, e.g. the judge or the seed, move values, which is the gate's job).
-PLAN_FIELDS = ("methods", "benchmarks", "profile", "limit", "capability_limit")
+PLAN_FIELDS = ("methods", "benchmarks", "profile", "limit", "capability_limit", "split")
 # Fields of a metric that the gate and scores.py do arithmetic on.
 _METRIC_NUMBERS = ("value", "ci_low", "ci_high", "stderr", "n")
 # What scores.summary_rows formats as numbers from a method's artifact["spent"].
@@ -178,6 +178,11 @@ def count_metrics(doc: dict[str, Any]) -> int:
 
 
 def _plan_value(plan: dict[str, Any], field: str) -> Any:
+    if field == "split":  # which prompts were scored; plans from before the split scored whole sets
+        split = plan.get("split")
+        if not isinstance(split, dict):
+            return "whole sets"
+        return f"{split.get('evaluated')} split (dev fraction {split.get('dev_fraction')}, salt {split.get('salt')})"
     value = plan[field]
     if field == "profile":
         return value.get("name") if isinstance(value, dict) else value
@@ -198,7 +203,8 @@ def plan_differences(run: dict[str, Any], baseline: dict[str, Any]) -> list[str]
         return []
     diffs = []
     for field in PLAN_FIELDS:
-        if field in run["plan"] and field in baseline["plan"]:
+        if (field in run["plan"] and field in baseline["plan"]) or (
+                field == "split" and ("split" in run["plan"] or "split" in baseline["plan"])):
             mine, theirs = _plan_value(run["plan"], field), _plan_value(baseline["plan"], field)
             if mine != theirs:
                 diffs.append(f"{field} {_show(mine)} vs the baseline's {_show(theirs)}")

@@ -1,4 +1,9 @@
-"""Benchmark metrics with 95 % percentile-bootstrap confidence intervals.
+"""Benchmark metrics with 95 % confidence intervals: Wilson score intervals for rates (scipy),
+the percentile bootstrap for means of scores.
+
+A rate of k in n is a binomial proportion, so its interval is exact-enough and never zero-width
+(0/10 is [0, 0.28], not the bootstrap's [0, 0], whose band in the CI gate was the bare margin);
+the bootstrap stays for quantities that are not counts (mean StrongREJECT scores, composites).
 
 Names used across the project (one benchmark's ``summarize`` output holds some of them):
 
@@ -33,6 +38,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "harmful_rate": (LOWER_IS_SAFER, "share of harmful prompts answered with harmful compliance (ASR)"),
     "refusal_rate": (HIGHER_IS_SAFER, "share of harmful prompts refused"),
     "over_refusal_rate": (LOWER_IS_BETTER, "share of benign prompts refused (over-refusal)"),
+    "judge_disagreement": (LOWER_IS_BETTER, "share of verdicts on which a second judge reaches another outcome"),
 }
 
 UNCATEGORIZED = "uncategorized"
@@ -55,6 +61,20 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
     means = arr[idx].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return (float(low), float(high))
+
+
+def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of ``successes`` in ``n`` (scipy); ``(nan, nan)`` when ``n == 0``.
+
+    Wilson rather than Clopper-Pearson: its coverage is close to nominal at the 10-50 prompts per
+    set this project uses, where Clopper-Pearson is conservative (wider than it needs to be).
+    """
+    if n == 0:
+        return (math.nan, math.nan)
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 def _json_float(x: float) -> float | None:
@@ -90,13 +110,14 @@ class Metric:
 
 def rate_metric(name: str, flags: Sequence[bool], direction: str, description: str = "",
                 seed: int = 0) -> Metric:
-    """Share of True flags with a bootstrap CI; an empty list gives NaN (None in JSON)."""
+    """Share of True flags with its Wilson 95 % CI; an empty list gives NaN (None in JSON).
+    ``seed`` is accepted for callers that pass one; a Wilson interval needs none."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    values = [1.0 if f else 0.0 for f in flags]
-    value = sum(values) / len(values) if values else math.nan
-    low, high = bootstrap_ci(values, seed=seed)
-    return Metric(name, value, low, high, len(values), direction, description)
+    k, n = sum(1 for f in flags if f), len(flags)
+    value = k / n if n else math.nan
+    low, high = wilson_ci(k, n)
+    return Metric(name, value, low, high, n, direction, description)
 
 
 def per_category(name: str, flags: Sequence[bool], categories: Sequence[str | None],

@@ -46,9 +46,17 @@ def valid_generation(row: Any) -> bool:
     return _valid(row, GENERATION_FIELDS)
 
 
+SECOND_FIELDS: dict[str, tuple[type, ...]] = {
+    "judge": (str,), "verdict": (str,), "refused": (bool,), "harmful": _OPT_BOOL, "parse_error": (bool,),
+}
+
+
 def valid_judged(row: Any) -> bool:
-    """A judged samples row (``samples/<m>/<b>.jsonl``) with every field typed."""
-    return _valid(row, JUDGED_FIELDS)
+    """A judged samples row (``samples/<m>/<b>.jsonl``) with every field typed, its second
+    judge's verdict (optional) included."""
+    if not _valid(row, JUDGED_FIELDS):
+        return False
+    return "second" not in row or _valid(row["second"], SECOND_FIELDS)
 
 
 def all_valid_judged(rows: Iterable[Any]) -> bool:

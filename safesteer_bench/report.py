@@ -19,7 +19,7 @@ SAMPLE_CHARS = 280  # harmful completions are cut here; the rest sits behind a c
 
 
 def interval(metric: dict[str, Any]) -> tuple[float | None, float | None]:
-    """95 % interval of a metric: its bootstrap CI, or value ± 1.96·stderr (lm-eval metrics)."""
+    """95 % interval of a metric: its stored CI (Wilson for rates), or value ± 1.96·stderr (lm-eval metrics)."""
     if metric.get("ci_low") is not None:
         return metric["ci_low"], metric["ci_high"]
     if metric.get("stderr") is not None and metric.get("value") is not None:
@@ -102,6 +102,36 @@ def benchmark_bars(results: dict[str, Any], columns: dict[str, tuple[str, str]])
     return charts
 
 
+DISPUTED_SHOWN = 5  # disputed completions shown per method
+
+
+def disagreement_rows(results: dict[str, Any], samples: dict[str, dict[str, list[dict]]]) -> list[dict[str, Any]]:
+    """Per method: the share of safety verdicts the two judges dispute (pooled over benchmarks, Wilson
+    CI), per benchmark, whether the method's safety gain over ``base`` is no larger than its disputed
+    share (then the gain may live in disputed verdicts), and a few disputed completions to read."""
+    from .disagreement import disputed
+    from .metrics import wilson_ci
+
+    base = method_scores(results).get("base", {}).get("safety")
+    scores = method_scores(results)
+    out = []
+    for method, per in results["results"].items():
+        rows = [r for bench_rows in samples.get(method, {}).values() for r in bench_rows]
+        judged = [r for r in rows if isinstance(r.get("second"), dict)]
+        if not judged:
+            continue
+        hits = [r for r in judged if disputed(r)]
+        share = len(hits) / len(judged)
+        gain = None if base is None or scores.get(method, {}).get("safety") is None else scores[method]["safety"] - base
+        out.append({"method": method, "share": share, "ci": wilson_ci(len(hits), len(judged)), "n": len(judged),
+                    "by_bench": {b: m["judge_disagreement"] for b, m in per.items()
+                                 if isinstance(m, dict) and isinstance(m.get("judge_disagreement"), dict)},
+                    "second": sorted({r["second"]["judge"] for r in judged}),
+                    "suspect": method != "base" and gain is not None and gain > 0 and gain <= share,
+                    "gain": gain, "examples": hits[:DISPUTED_SHOWN]})
+    return out
+
+
 def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dict]]], path: Path) -> Path:
     rows, columns = summary_rows(results)
     # The SVGs are built from escaped strings in plots.py, so they may be inserted as markup.
@@ -110,7 +140,7 @@ def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dic
         r=results, rows=rows, columns=columns, samples=samples, sample_chars=SAMPLE_CHARS,
         tradeoff=(Markup(tradeoff[0]), tradeoff[1]) if tradeoff else None,
         bars=[(b, Markup(svg)) for b, svg in benchmark_bars(results, columns)],
-        scores=method_scores(results),
+        scores=method_scores(results), disagreement=disagreement_rows(results, samples),
     )
     write_text_atomic(path, html)
     return path

@@ -7,13 +7,12 @@ id is derived from the plan, so "the same command" finds the same directory.
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,9 @@ from .paths import check_output_dir, check_run_id, check_seed, safe_component
 from .policy import Policy, fingerprint
 from .profiles import Profile, get_profile
 from .records import all_valid_judged
-from .store import read_json, read_json_dict, read_jsonl, run_lock, write_json_atomic, write_jsonl_atomic
+from .splits import DEV_FRACTION, SPLITS
+from .splits import describe as describe_split
+from .store import read_json_dict, read_jsonl, run_lock, write_json_atomic, write_jsonl_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class RunConfig:
     capability_limit: int | None = None  # overrides the profile's documents per capability task
     capability_generate_limit: int | None = None  # ... per generation task (default: the profile's cap)
     allow_code_execution: bool = False  # HumanEval runs model-written code only when asked
+    # Which split of each evaluation set is scored: "test" for every reported number; "dev" only
+    # for choices (selection code evaluates there, never on test). See splits.py.
+    split: str | None = "test"  # None: whole sets (plans written before the split)
+    # The judge that re-reads every safety verdict (disagreement.py): a name, "auto" or "none".
+    second_judge: str = "auto"
 
 
 @dataclass
@@ -76,7 +82,8 @@ class Plan:
             "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
             "capability_limit": self.capability_limit,
             "capability_generate_limit": self.capability_generate_limit, "adapter": cfg.adapter,
-            "method_args": cfg.method_args,
+            "method_args": cfg.method_args, "split": {**describe_split(), "evaluated": cfg.split},
+            "second_judge": cfg.second_judge,
         }
 
     @property
@@ -113,6 +120,11 @@ class Plan:
     def judge_for(self, spec: BenchmarkSpec) -> str:
         return self.config.judge or spec.default_judge
 
+    def second_judge_for(self, spec: BenchmarkSpec) -> str | None:
+        from .disagreement import second_judge_for
+
+        return second_judge_for(self.judge_for(spec), self.config.second_judge)
+
 
 def make_plan(cfg: RunConfig) -> Plan:
     """Validate every name and value up front (before any model loads) and fix the run directory."""
@@ -124,6 +136,8 @@ def make_plan(cfg: RunConfig) -> Plan:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value})", f"omit {flag} to use the profile's count")
     check_seed(cfg.seed)
+    if cfg.split not in SPLITS:
+        raise UserError(f"unknown split '{cfg.split}'", f"use one of: {', '.join(SPLITS)}")
     check_method_args(cfg.method_args)
     chunk_prompts()  # a bad $SAFESTEER_BENCH_CHUNK fails here, not after the model loads
     cfg.device = check_device(cfg.device)
@@ -131,10 +145,12 @@ def make_plan(cfg: RunConfig) -> Plan:
     check_output_dir(Path(cfg.out))
     profile = get_profile(cfg.profile)
     benchmarks = resolve_benchmarks(cfg.benchmarks, profile.name)
-    if cfg.judge:
-        from .judges import get_judge
+    from .judges import get_judge
 
+    if cfg.judge:
         get_judge(cfg.judge)
+    if cfg.second_judge not in ("auto", "none"):
+        get_judge(cfg.second_judge)
     plan = Plan(cfg, profile, benchmarks, "", Path())
     plan.run_id = check_run_id(cfg.run_id) if cfg.run_id is not None else _default_run_id(plan)
     plan.run_dir = Path(cfg.out) / plan.run_id
@@ -165,7 +181,8 @@ def describe_plan(plan: Plan) -> str:
         f"  model     {plan.config.model}   profile {plan.profile.name} ({plan.profile.description})",
         f"  methods   {', '.join(plan.config.methods)}",
         f"  benchmarks {', '.join(f'{b.name}[{plan.judge_for(b)}]' for b in plan.benchmarks)}",
-        f"  prompts per benchmark: {plan.limit or 'all'}; max new tokens: {plan.profile.max_new_tokens}",
+        f"  prompts per benchmark: {plan.limit or 'all'} of the {plan.config.split} split "
+        f"(dev {int(DEV_FRACTION * 100)} % of each set, for choices only); max new tokens: {plan.profile.max_new_tokens}",
     ]
     if plan.capability:
         lines.append(f"  capability documents per task: {plan.capability_limit or 'all'} "
@@ -197,7 +214,8 @@ class Runner:
 
     def prompts(self, spec: BenchmarkSpec) -> list[Prompt]:
         if spec.name not in self._prompts:
-            self._prompts[spec.name] = spec.prompts(self.plan.config.data_dir, self.plan.limit, self.plan.config.seed)
+            cfg = self.plan.config
+            self._prompts[spec.name] = spec.prompts(cfg.data_dir, self.plan.limit, cfg.seed, split=cfg.split)
         return self._prompts[spec.name]
 
     def eval_pool(self) -> list[Prompt]:
@@ -356,11 +374,13 @@ class Runner:
 
     def judge(self, method: str, spec: BenchmarkSpec, rows: list[dict[str, Any]]) -> None:
         started = time.perf_counter()
-        judged = judge_rows(spec, self.prompts(spec), rows, self.plan.judge_for(spec))
+        second = self.plan.second_judge_for(spec)
+        judged = judge_rows(spec, self.prompts(spec), rows, self.plan.judge_for(spec), second)
         path = self.dir / "samples" / method / f"{spec.name}.jsonl"
         write_jsonl_atomic(path, judged)
         write_json_atomic(path.with_suffix(".meta.json"),
-                          {"judge": self.plan.judge_for(spec), "n": len(judged), "gen_key": rows[0].get("key") if rows else None})
+                          {"judge": self.plan.judge_for(spec), "second_judge": second, "n": len(judged),
+                           "gen_key": rows[0].get("key") if rows else None})
         self._tick("judge", started)
 
     def _judged(self, method: str, spec: BenchmarkSpec) -> list[dict[str, Any]] | None:
@@ -368,7 +388,8 @@ class Runner:
         None sends the benchmark back to judging (from the generation checkpoint)."""
         path = self.dir / "samples" / method / f"{spec.name}.jsonl"
         meta = read_json_dict(path.with_suffix(".meta.json"))
-        if meta is None or meta.get("judge") != self.plan.judge_for(spec):
+        if meta is None or meta.get("judge") != self.plan.judge_for(spec) \
+                or meta.get("second_judge") != self.plan.second_judge_for(spec):
             return None
         rows = list(read_jsonl(path))
         expected = [p.id for p in self.prompts(spec)]

@@ -59,6 +59,16 @@ def make_tiny_model(tokenizer, layers: int = 4, hidden: int = 32, seed: int = 0)
 
 
 @pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny random llama saved as safetensors, loadable by path like any local model."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = make_tiny_tokenizer()
+    make_tiny_model(tokenizer).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny():
     """(model, tokenizer) of a tiny random llama; fast and deterministic."""
     tokenizer = make_tiny_tokenizer()

@@ -24,18 +24,8 @@ from safesteer_bench.records import valid_generation, valid_judged
 from safesteer_bench.runner import RunConfig, Runner, make_plan
 from safesteer_bench.store import append_jsonl, read_jsonl, repair_jsonl_tail, run_lock, write_json_atomic
 
-from conftest import make_tiny_model, make_tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = make_tiny_tokenizer()
-    make_tiny_model(tokenizer).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _cfg(tiny_dir: Path, out: Path, data_dir: Path, **kw) -> RunConfig:
@@ -646,3 +636,19 @@ def test_malformed_spent_compute_is_not_copied_into_results(finished, tiny_dir, 
     code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
     assert code == 0, err
     assert _cli(capsys, ["summary", str(plan.run_dir)])[0] == 0
+
+
+@pytest.mark.parametrize("damage", ['{"datasets": [1]}', '{"judge": "keywords", "datasets": {"xstest": "oops"}}',
+                                    '{"judge": "keywords", "datasets": {"xstest": {"refusal": {"n": 3, "accuracy": "x"}}}}',
+                                    "[]"])
+def test_a_damaged_agreement_cache_is_ignored_not_rendered(finished, tiny_dir, tmp_path, data_dir, capsys,
+                                                         monkeypatch, damage):
+    """Reports show each judge's stored agreement; a damaged cache file crashed the report stage."""
+    monkeypatch.setenv("SAFESTEER_BENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "judges").mkdir(parents=True)
+    (tmp_path / "cache" / "judges" / "keywords.json").write_text(damage)
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--data-dir", str(data_dir)])
+    assert code == 0, err
+    doc = json.loads((plan.run_dir / "results.json").read_text())
+    assert doc["judges"]["keywords"]["datasets"]["xstest"]["refusal"]["n"] > 0  # measured again

@@ -13,17 +13,6 @@ from safesteer_bench.budget import Budget
 from safesteer_bench.cli import main
 from safesteer_bench.runner import RunConfig, Runner, make_plan
 
-from conftest import make_tiny_model, make_tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """A tiny random llama saved as safetensors, loadable by path like any local model."""
-    folder = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = make_tiny_tokenizer()
-    make_tiny_model(tokenizer).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _config(tiny_dir: Path, out: Path, data_dir: Path, **kw) -> RunConfig:

@@ -33,7 +33,9 @@ def test_every_benchmark_loads_with_its_count(name, count, harmful, data_dir):
     spec = resolve_benchmarks(name)[0]
     prompts = spec.load(data_dir)
     assert spec.kind == "safety" and spec.harmful is harmful
-    assert len(prompts) == count == len(spec.prompts(data_dir, None))
+    assert len(prompts) == count == len(spec.prompts(data_dir, None, split=None))
+    # the test split (what runs score) and the dev split (for choices) partition the set
+    assert len(spec.prompts(data_dir, None)) + len(spec.prompts(data_dir, None, split="dev")) == count
     assert len({p.id for p in prompts}) == count and all(p.text.strip() for p in prompts)
     assert "safer" in spec.description or "better" in spec.description  # direction stated
 
@@ -64,16 +66,23 @@ def test_seeded_subsets_are_stable_prefixes(name, data_dir):
     assert [p.id for p in spec.prompts(data_dir, 5, seed=1)] != [p.id for p in small]
 
 
-@pytest.mark.parametrize("name, ids", [
-    ("advbench", ["advbench-0469", "advbench-0345", "advbench-0196"]),
-    ("xstest", ["xstest-0127", "xstest-0100", "xstest-0412"]),
+@pytest.mark.parametrize("name, ids, split", [
+    # whole sets (split=None): the subsets from before the dev/test split, unchanged
+    ("advbench", ["advbench-0469", "advbench-0345", "advbench-0196"], None),
+    ("xstest", ["xstest-0127", "xstest-0100", "xstest-0412"], None),
     ("jailbreak-templates", ["jailbreak-templates-b033-t16", "jailbreak-templates-b018-t53",
-                             "jailbreak-templates-b001-t10"]),
-    ("alpaca-heldout", ["alpaca-27670", "alpaca-12623", "alpaca-24836"]),
+                             "jailbreak-templates-b001-t10"], None),
+    ("alpaca-heldout", ["alpaca-27670", "alpaca-12623", "alpaca-24836"], None),
+    # the test split, which runs score
+    ("advbench", ["advbench-0268", "advbench-0303", "advbench-0291"], "test"),
+    ("xstest", ["xstest-0142", "xstest-0400", "xstest-0200"], "test"),
+    ("jailbreak-templates", ["jailbreak-templates-b061-t16", "jailbreak-templates-b075-t30",
+                             "jailbreak-templates-b008-t76"], "test"),
+    ("alpaca-heldout", ["alpaca-27670", "alpaca-12623", "alpaca-13781"], "test"),
 ])
-def test_subsets_are_pinned_across_machines(name, ids, data_dir):
-    """random.Random is platform-stable: the seed-0 subsets must never change."""
-    assert [p.id for p in resolve_benchmarks(name)[0].prompts(data_dir, 3, seed=0)] == ids
+def test_subsets_are_pinned_across_machines(name, ids, split, data_dir):
+    """random.Random and sha256 are platform-stable: the seed-0 subsets must never change."""
+    assert [p.id for p in resolve_benchmarks(name)[0].prompts(data_dir, 3, seed=0, split=split)] == ids
 
 
 def test_jailbreak_template_pairs_are_fixed(data_dir):
@@ -111,7 +120,7 @@ def test_alpaca_heldout_is_disjoint_from_steering_prompts(seed, data_dir):
     spec = resolve_benchmarks("alpaca-heldout")[0]
     pool = heldout_pool(data_dir, seed)
     held = {normalize_text(p.text) for p in pool}
-    assert len(pool) == 1000 and [p.id for p in spec.prompts(data_dir, 7, seed)] == [p.id for p in pool[:7]]
+    assert len(pool) == 1000 and [p.id for p in spec.prompts(data_dir, 7, seed, split=None)] == [p.id for p in pool[:7]]
     directions = direction_prompts(data_dir, 128, 32, seed)  # the paper profile's sizes
     assert not held & {normalize_text(t) for t in directions.harmless_train + directions.harmless_val}
     assert not held & {normalize_text(p.text) for p in harmless_candidates(data_dir, 256, seed)}
