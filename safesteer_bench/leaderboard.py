@@ -22,18 +22,23 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .errors import UserError
 from .gate import validate_results
-from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, method_scores
+from .scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, dominates, method_scores
 from .store import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 # Keyed by the run's report path, not its run id: two folders holding the same run id (a backup
 # copy, a reused --run-id, a hostile file) must not replace each other's rows.
-TABLE = "scores_v2"
+TABLE = "scores_v3"
+SCORES = ("safety", "over_refusal", "capability")
+COLUMNS = ("run_id", "model", "method", "profile", "created", "report", *SCORES, "benchmarks",
+           *(f"{s}_{end}" for s in SCORES for end in ("low", "high")))
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     run_id TEXT, model TEXT, method TEXT, profile TEXT, created TEXT, report TEXT,
     safety REAL, over_refusal REAL, capability REAL, benchmarks TEXT,
+    safety_low REAL, safety_high REAL, over_refusal_low REAL, over_refusal_high REAL,
+    capability_low REAL, capability_high REAL,
     PRIMARY KEY (report, method)
 )"""
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # what a browser reads as a URL scheme
@@ -58,12 +63,14 @@ def score_rows(results: dict[str, Any], report: Path) -> list[tuple[Any, ...]]:
     profile_name = profile.get("name") if isinstance(profile, dict) else profile
     benchmarks = ",".join(results.get("benchmarks") or {})
     return [(_text(results["run_id"]), _text(plan.get("model")), method, _text(profile_name),
-             _text(results.get("created")), str(report), s["safety"], s["over_refusal"], s["capability"], benchmarks)
+             _text(results.get("created")), str(report), s["safety"], s["over_refusal"], s["capability"], benchmarks,
+             *(None if s["ci"].get(k) is None else s["ci"][k][i] for k in SCORES for i in (0, 1)))
             for method, s in method_scores(results).items()]
 
 
 def index_run(db: sqlite3.Connection, results: dict[str, Any], report: Path) -> None:
-    db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?,?,?,?,?,?,?,?,?,?)", score_rows(results, report))
+    db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES ({','.join('?' * len(COLUMNS))})",
+                   score_rows(results, report))
     db.commit()
 
 
@@ -115,11 +122,32 @@ def rebuild(runs_dir: Path) -> sqlite3.Connection:
 
 
 def rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
-    cursor = db.execute(
-        "SELECT run_id, model, method, profile, created, report, safety, over_refusal, capability, benchmarks "
-        f"FROM {TABLE} ORDER BY safety IS NULL, safety DESC, capability DESC")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, r)) for r in cursor.fetchall()]
+    cursor = db.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+    return [dict(zip(COLUMNS, r)) for r in cursor.fetchall()]
+
+
+RANKING = ("Pareto frontier first (no other row of the group has at least the safety score, at most the "
+           "over-refusal and at least the capability score, better on one), then by safety score − "
+           "over-refusal, then by capability score")
+
+
+def _key(entry: dict[str, Any]) -> float:
+    return (entry["safety"] or 0.0) - (entry["over_refusal"] or 0.0)
+
+
+def ranked_groups(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by (model, profile, benchmark set) — scores are comparable only within a group —
+    each group ranked by :data:`RANKING`, groups in order of model, profile, benchmarks."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault((str(e["model"]), str(e["profile"]), str(e["benchmarks"])), []).append(e)
+    out = []
+    for (model, profile, benchmarks), members in sorted(groups.items()):
+        for e in members:
+            e["frontier"] = not any(dominates(o, e) for o in members if o is not e)
+        members.sort(key=lambda e: (not e["frontier"], -_key(e), -(e["capability"] or 0.0), str(e["method"])))
+        out.append({"model": model, "profile": profile, "benchmarks": benchmarks, "entries": members})
+    return out
 
 
 def report_link(report: str | Path, page_dir: Path) -> str:
@@ -150,7 +178,8 @@ def render(runs_dir: Path, out: Path | None = None) -> Path:
     env = Environment(loader=PackageLoader("safesteer_bench", "templates"), autoescape=select_autoescape(["j2"]))
     env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
     html = env.get_template("leaderboard.html.j2").render(
-        entries=entries, safety_def=SAFETY_DEF, over_refusal_def=OVER_REFUSAL_DEF, capability_def=CAPABILITY_DEF)
+        groups=ranked_groups(entries), ranking=RANKING, safety_def=SAFETY_DEF, over_refusal_def=OVER_REFUSAL_DEF,
+        capability_def=CAPABILITY_DEF)
     try:
         write_text_atomic(out, html)
     except OSError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from .plots import bars_svg, tradeoff_svg
+from .plots import Point, bars_svg, frontier_svg
 from .scores import (CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, capability_metric, dominated_by,
                      method_scores)
 from .store import write_text_atomic
@@ -66,25 +66,44 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[st
     return rows, columns
 
 
+def _dominance_caption(scores: dict[str, dict[str, Any]]) -> str:
+    beaten = {m: by for m, by in dominated_by(scores).items() if by}
+    if not beaten:
+        return " No method is dominated on safety, over-refusal and capability (point estimates)."
+    return (" Dominated on safety, over-refusal and capability (point estimates): "
+            + "; ".join(f"{m} by {', '.join(by)}" for m, by in beaten.items()) + ".")
+
+
+def _points(scores: dict[str, dict[str, Any]], x_key: str) -> list[Point]:
+    return [Point(m, s[x_key], s["safety"], s["ci"].get(x_key), s["ci"].get("safety"))
+            for m, s in scores.items() if s["safety"] is not None and s[x_key] is not None]
+
+
 def tradeoff_plot(results: dict[str, Any]) -> tuple[str, str] | None:
-    """(svg, caption): safety against capability, or against benign helpfulness without capability."""
+    """(svg, caption): safety against over-refusal, the trade-off that separates methods at any
+    size, with 95 % intervals and the Pareto frontier (less over-refusal and more safety)."""
     scores = method_scores(results)
-    use_capability = any(s["capability"] is not None for s in scores.values())
-    x_key, x_label, x_def = (("capability", "capability score", CAPABILITY_DEF) if use_capability else
-                             ("over_refusal", "1 − over-refusal (benign prompts answered)", OVER_REFUSAL_DEF))
-    points = []
-    for method, s in scores.items():
-        x = s[x_key] if use_capability else (None if s["over_refusal"] is None else 1 - s["over_refusal"])
-        if s["safety"] is not None and x is not None:
-            points.append((method, x, s["safety"]))
+    points = _points(scores, "over_refusal")
     if not points:
         return None
-    caption = f"y: safety score — {SAFETY_DEF}; x: {x_label} — {x_def}. Up and to the right is better."
-    beaten = {m: by for m, by in dominated_by(scores).items() if by}
-    caption += (" Dominated on safety, over-refusal and capability (point estimates): "
-                + "; ".join(f"{m} by {', '.join(by)}" for m, by in beaten.items()) + "." if beaten else
-                " No method is dominated on safety, over-refusal and capability (point estimates).")
-    return tradeoff_svg(points, x_label, "safety score"), caption
+    caption = (f"y: safety score — {SAFETY_DEF}; x: over-refusal — {OVER_REFUSAL_DEF}. Up and to the left is "
+               "better; error bars are 95 % intervals; ringed points joined by the dashed line form the Pareto "
+               "frontier." + _dominance_caption(scores))
+    return frontier_svg(points, "over-refusal (benign prompts refused)", "safety score", x_better=-1), caption
+
+
+def capability_plot(results: dict[str, Any]) -> tuple[str, str] | None:
+    """(svg, caption): safety against capability (the capability tax is the distance to base's
+    capability), with 95 % intervals and the Pareto frontier; None without capability tasks."""
+    scores = method_scores(results)
+    points = _points(scores, "capability")
+    if not points:
+        return None
+    base = scores.get("base", {}).get("capability")
+    tax = "" if base is None else f" Base capability is {100 * base:.1f} %; a method's tax is its distance to the left of it."
+    caption = (f"y: safety score — {SAFETY_DEF}; x: capability score — {CAPABILITY_DEF}. Up and to the right is "
+               f"better; error bars are 95 % intervals; ringed points form the Pareto frontier.{tax}")
+    return frontier_svg(points, "capability score", "safety score", x_better=1), caption
 
 
 def benchmark_bars(results: dict[str, Any], columns: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
@@ -135,10 +154,11 @@ def disagreement_rows(results: dict[str, Any], samples: dict[str, dict[str, list
 def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dict]]], path: Path) -> Path:
     rows, columns = summary_rows(results)
     # The SVGs are built from escaped strings in plots.py, so they may be inserted as markup.
-    tradeoff = tradeoff_plot(results)
+    figures = [(title, Markup(svg), caption) for title, fig in
+               (("Safety vs over-refusal", tradeoff_plot(results)), ("Safety vs capability", capability_plot(results)))
+               if fig is not None for svg, caption in [fig]]
     html = _env().get_template("report.html.j2").render(
-        r=results, rows=rows, columns=columns, samples=samples, sample_chars=SAMPLE_CHARS,
-        tradeoff=(Markup(tradeoff[0]), tradeoff[1]) if tradeoff else None,
+        r=results, rows=rows, columns=columns, samples=samples, sample_chars=SAMPLE_CHARS, figures=figures,
         bars=[(b, Markup(svg)) for b, svg in benchmark_bars(results, columns)],
         scores=method_scores(results), disagreement=disagreement_rows(results, samples),
     )

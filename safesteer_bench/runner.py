@@ -502,11 +502,22 @@ def _method_info(workdir: Path, name: str) -> dict[str, Any]:
     return {"kind": method.kind, "description": method.description, "artifact": artifact}
 
 
+# Libraries whose versions change numbers: generation, adapters, the two evaluation harnesses.
+VERSIONED = ("transformers", "peft", "lm-eval", "inspect-ai", "scipy", "accelerate")
+
+
 def _environment() -> dict[str, Any]:
     import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
-            "git_commit": _git_commit()}
+    env: dict[str, Any] = {"python": sys.version.split()[0], "torch": torch.__version__,
+                           "platform": platform.platform(), "git_commit": _git_commit()}
+    for package in VERSIONED:
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:
+            env[package] = None
+    return env
 
 
 def _git_commit() -> str | None:
