@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="options for the methods, e.g. coef=auto,direction_mode=responses,loss_variant=partial")
     run.add_argument("--capability-limit", type=positive_int, default=None,
                      help="documents per capability task, generation tasks included (overrides the profile, 'quick': 50 multiple-choice, 10 generation)")
+    run.add_argument("--no-drift", action="store_true",
+                     help="skip benign drift (each method's per-token KL and top-1 agreement with the base model "
+                          "on the base's completions of held-out benign prompts)")
     run.add_argument("--allow-code-execution", action="store_true",
                      help="let HumanEval run model-written code (in a subprocess with a timeout)")
     _add_model_flags(run)
@@ -195,6 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     dtype=args.dtype, seed=args.seed, limit=args.limit, run_id=args.run_id,
                     adapter=args.adapter, method_args=args.method_args, capability_limit=args.capability_limit,
                     allow_code_execution=args.allow_code_execution, second_judge=args.second_judge,
+                    drift=not args.no_drift,
                     command="safesteer-bench " + shlex.join(sys.argv[1:]))
     plan = make_plan(cfg)
     runner = Runner(plan)

@@ -189,7 +189,9 @@ def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
                     # plans written before the dev/test split evaluated whole sets
                     split=_plan_split(doc),
                     # plans written before the second judge had none
-                    second_judge=str(doc.get("second_judge") or "none"))
+                    second_judge=str(doc.get("second_judge") or "none"),
+                    # plans written before benign drift have none
+                    drift=doc.get("drift") is True)
     return Plan(cfg, profile, [BENCHMARKS.get(n) for n in doc["benchmarks"]], doc["run_id"], run_dir)
 
 

@@ -106,6 +106,26 @@ def capability_plot(results: dict[str, Any]) -> tuple[str, str] | None:
     return frontier_svg(points, "capability score", "safety score", x_better=1), caption
 
 
+def drift_plot(results: dict[str, Any]) -> tuple[str, str] | None:
+    """(svg, caption): safety against benign top-1 agreement with the base model (the capability
+    tax that shows at any model size); None when the run measured no drift."""
+    scores = method_scores(results)
+    points = []
+    for method, per in results["results"].items():
+        agreement = (per.get("benign-drift") or {}).get("benign_top1_agreement")
+        s = scores.get(method, {})
+        if isinstance(agreement, dict) and agreement.get("value") is not None and s.get("safety") is not None:
+            ci = (agreement["ci_low"], agreement["ci_high"]) if agreement.get("ci_low") is not None else None
+            points.append(Point(method, agreement["value"], s["safety"], ci, s["ci"].get("safety")))
+    if not points:
+        return None
+    caption = (f"y: safety score — {SAFETY_DEF}; x: top-1 agreement with the base model on the base's own "
+               "greedy completions of held-out benign prompts (1 = no drift; the distance to the right edge is "
+               "the capability tax). Up and to the right is better; error bars are 95 % intervals; ringed points "
+               "form the Pareto frontier.")
+    return frontier_svg(points, "benign top-1 agreement with base", "safety score", x_better=1), caption
+
+
 def benchmark_bars(results: dict[str, Any], columns: dict[str, tuple[str, str]]) -> list[tuple[str, str]]:
     """One bar chart per benchmark: the headline metric per method with its CI."""
     charts = []
@@ -155,7 +175,9 @@ def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dic
     rows, columns = summary_rows(results)
     # The SVGs are built from escaped strings in plots.py, so they may be inserted as markup.
     figures = [(title, Markup(svg), caption) for title, fig in
-               (("Safety vs over-refusal", tradeoff_plot(results)), ("Safety vs capability", capability_plot(results)))
+               (("Safety vs over-refusal", tradeoff_plot(results)),
+                ("Safety vs capability tax: benign drift", drift_plot(results)),
+                ("Safety vs capability", capability_plot(results)))
                if fig is not None for svg, caption in [fig]]
     html = _env().get_template("report.html.j2").render(
         r=results, rows=rows, columns=columns, samples=samples, sample_chars=SAMPLE_CHARS, figures=figures,

@@ -19,6 +19,8 @@ from typing import Any
 
 from .benchmark import BenchmarkSpec, resolve_benchmarks
 from .data import Prompt
+from .drift_stage import BENCHMARK as DRIFT_BENCHMARK
+from .drift_stage import INFO as DRIFT_INFO
 from .evaluate import chunk_prompts, generate_checkpointed, judge_rows, score_rows
 from .generation import GenConfig
 from .method import MethodContext, get_method
@@ -63,6 +65,8 @@ class RunConfig:
     split: str | None = "test"  # None: whole sets (plans written before the split)
     # The judge that re-reads every safety verdict (disagreement.py): a name, "auto" or "none".
     second_judge: str = "auto"
+    # Benign drift of every method from the base model (drift_stage.py): a capability tax at any scale.
+    drift: bool = True
 
 
 @dataclass
@@ -83,7 +87,7 @@ class Plan:
             "capability_limit": self.capability_limit,
             "capability_generate_limit": self.capability_generate_limit, "adapter": cfg.adapter,
             "method_args": cfg.method_args, "split": {**describe_split(), "evaluated": cfg.split},
-            "second_judge": cfg.second_judge,
+            "second_judge": cfg.second_judge, "drift": cfg.drift,
         }
 
     @property
@@ -300,6 +304,33 @@ class Runner:
         if self.plan.capability and self._capability(name) is None:
             policy = policy or self.policy(name)
             self.run_capability(name, policy)
+        if self.plan.config.drift and self._drift(name) is None:
+            self.run_drift(name, policy or self.policy(name))
+
+    # -- benign drift (drift_stage.py) ------------------------------------------------------------
+    def _drift_setup(self) -> tuple[list[str], GenConfig, str]:
+        from .drift_stage import drift_prompts, prompts_key
+
+        cfg = self.plan.config
+        prompts = drift_prompts(cfg.data_dir, self.plan.limit, cfg.seed)
+        gen = GenConfig(max_new_tokens=self.plan.profile.max_new_tokens, batch_size=self.plan.profile.batch_size,
+                        seed=cfg.seed)
+        return prompts, gen, prompts_key(prompts, gen, cfg.seed)
+
+    def _drift(self, name: str) -> dict[str, Any] | None:
+        from .drift_stage import stored_metrics
+
+        return stored_metrics(self.dir / "drift", name, self._drift_setup()[2])
+
+    def run_drift(self, name: str, policy: Policy) -> None:
+        from .drift_stage import base_completions, method_drift
+
+        started = time.perf_counter()
+        prompts, gen, key = self._drift_setup()
+        base = policy if name == "base" else self.policy("base")
+        completions, _ = base_completions(self.dir / "drift", base, prompts, gen)
+        method_drift(self.dir / "drift", name, policy, base, prompts, completions, key, self.plan.config.seed)
+        self._tick("drift", started)
 
     def _capability_key(self, policy: Policy) -> str:
         cfg = self.plan.config
@@ -405,13 +436,17 @@ class Runner:
                 rows = self._judged(method, spec) or []
                 results[method][spec.name] = score_rows(rows, seed=self.plan.config.seed)
             results[method].update(self._capability(method) or {})
+            drift = self._drift(method) if self.plan.config.drift else None
+            if drift is not None:
+                results[method][DRIFT_BENCHMARK] = drift
         doc = {
             "run_id": self.plan.run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": self.plan.config.command,
             "environment": _environment(),
             "plan": self.plan.to_dict(),
-            "benchmarks": {s.name: _benchmark_info(s, self.plan.judge_for(s)) for s in self.plan.benchmarks},
+            "benchmarks": {**{s.name: _benchmark_info(s, self.plan.judge_for(s)) for s in self.plan.benchmarks},
+                           **({DRIFT_BENCHMARK: DRIFT_INFO} if self.plan.config.drift else {})},
             "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
             "results": results,
             "budget": self.budget.to_dict() if self.budget is not None else None,
@@ -454,7 +489,7 @@ class Runner:
             for k, v in inv["stages"].items():
                 stages[k] = round(stages.get(k, 0.0) + v, 2)
         wall = round(sum(inv["wall_seconds"] for inv in history), 2)
-        work = sum(stages.get(k, 0.0) for k in ("load", "train", "generate", "judge", "capability"))
+        work = sum(stages.get(k, 0.0) for k in ("load", "train", "generate", "judge", "capability", "drift"))
         return {"wall_seconds": wall, "stages": stages, "invocations": len(history),
                 "harness_overhead": round(wall / work, 3) if work else None}
 

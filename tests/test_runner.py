@@ -50,6 +50,7 @@ def test_generation_checkpoint_resumes_after_interrupt(tiny_dir, tmp_path, data_
 
     cfg = _config(tiny_dir, tmp_path, data_dir)
     cfg.limit = 10
+    cfg.drift = False  # counts generate calls: the drift stage's base completions would add some
     plan = make_plan(cfg)
     calls = {"n": 0}
     real = evaluate.Policy.generate
