@@ -59,6 +59,9 @@ def _place_labels(anchors: Sequence[tuple[float, float, str]], box: tuple[float,
     none is free."""
     offsets = [(9, 4, "start"), (-9, 4, "end"), (0, -10, "middle"), (0, 17, "middle"),
                (9, -9, "start"), (-9, -9, "end"), (9, 16, "start"), (-9, 16, "end")]
+    # coincident points (several methods that did not move) stack their labels further out
+    offsets += [(dx, 4 + sign * 14 * k, anchor) for k in range(2, 6) for sign in (-1, 1)
+                for dx, anchor in ((-9, "end"), (9, "start"))]
     # every point's marker is an obstacle too, not only the labels already placed
     placed: list[tuple[float, float, float, float]] = [(x - 7, y - 7, x + 7, y + 7) for x, y, _ in anchors]
     out = []
