@@ -283,8 +283,24 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
     if bad:
         raise UserError(f"run {plan.run_id} has no method(s) {', '.join(bad)}",
                         f"choose from: {', '.join(plan.config.methods)}")
+    _refuse_mixed_judges(plan, judge, chosen, chosen_methods)
     with run_lock(plan.run_dir):
         return _rejudge_locked(plan, judge, chosen, chosen_methods)
+
+
+def _refuse_mixed_judges(plan: Any, judge: str, chosen: list[str], chosen_methods: list[str]) -> None:
+    """A benchmark's methods are compared under one judge: re-judging only some of them with
+    another judge would leave the others scored by a judge the results no longer name."""
+    from .store import read_json_dict
+
+    others = [m for m in plan.config.methods if m not in chosen_methods]
+    for name in chosen:
+        mixed = [m for m in others
+                 if (read_json_dict(plan.run_dir / "samples" / m / f"{name}.meta.json") or {}).get("judge") != judge]
+        if mixed:
+            raise UserError(f"rejudging only {', '.join(chosen_methods)} on {name} with {judge} would leave "
+                            f"{', '.join(mixed)} judged by another judge",
+                            "omit --methods to rejudge every method of the benchmark (completions are not regenerated)")
 
 
 def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: list[str]) -> dict[str, Any]:

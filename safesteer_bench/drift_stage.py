@@ -38,7 +38,7 @@ def base_completions(folder: Path, base: Policy, prompts: list[str], cfg: GenCon
     """(completions, key): stored ones when they match the base policy, the prompts and ``cfg``."""
     from .drift import base_completions as generate
 
-    key = fingerprint(base.key(cfg), prompts)
+    key = completions_key(base.key(cfg), prompts)
     stored = read_json_dict(folder / COMPLETIONS)
     if stored is not None and stored.get("key") == key and _valid_rows(stored.get("rows"), len(prompts)):
         return [Completion(r["prompt"], r["text"], r["prompt_tokens"], len(r["token_ids"]) + r["finished"],
@@ -48,6 +48,17 @@ def base_completions(folder: Path, base: Policy, prompts: list[str], cfg: GenCon
              "finished": c.finished} for c in completions]
     write_json_atomic(folder / COMPLETIONS, {"key": key, "rows": rows})
     return completions, key
+
+
+def completions_key(base_key: str, prompts: list[str]) -> str:
+    return fingerprint(base_key, prompts)
+
+
+def stored_completions_key(folder: Path) -> str | None:
+    """The key of the stored base completions (read without a model), or None."""
+    stored = read_json_dict(folder / COMPLETIONS)
+    key = stored.get("key") if stored is not None else None
+    return key if isinstance(key, str) else None
 
 
 def _valid_rows(rows: Any, n: int) -> bool:
@@ -63,9 +74,15 @@ def prompts_key(prompts: list[str], cfg: GenConfig, seed: int) -> str:
     return fingerprint(prompts, cfg.key(), seed)
 
 
+def method_key(prompts_key: str, completions_key: str | None, artifact: Any) -> str:
+    """What a method's stored drift was measured on: the prompts and decoding, the base completions
+    it was teacher-forced on, and the method's artifact (retrained weights change it)."""
+    return fingerprint(prompts_key, completions_key, artifact)
+
+
 def stored_metrics(folder: Path, name: str, key: str) -> dict[str, Any] | None:
-    """A method's stored drift metrics for ``key`` (checked without loading any model, like the
-    other stages: the method's own artifact decides whether it is retrained)."""
+    """A method's stored drift metrics for ``key`` (:func:`method_key`; checked without loading any
+    model, like the other stages)."""
     stored = read_json_dict(folder / f"{name}.json")
     if stored is None or stored.get("key") != key or not isinstance(stored.get("metrics"), dict):
         return None

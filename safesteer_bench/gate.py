@@ -37,11 +37,14 @@ class Check:
 FIX_RESULTS = "pass a results.json written by `safesteer-bench run` (re-run the run to rewrite a damaged one)"
 # The plan fields that decide which metrics a run has: runs that differ in them cannot be compared
 # metric by metric (the other fields, e.g. the judge or the seed, move values, which is the gate's job).
-PLAN_FIELDS = ("methods", "benchmarks", "profile", "limit", "capability_limit", "split")
+PLAN_FIELDS = ("methods", "benchmarks", "profile", "limit", "capability_limit", "split", "second_judge", "drift")
+# What a plan written before a field existed did: compared as that value, so a newer run that
+# changed it is refused and one that kept it is not.
+_PLAN_DEFAULTS = {"second_judge": "none", "drift": False}
 # Fields of a metric that the gate and scores.py do arithmetic on.
 _METRIC_NUMBERS = ("value", "ci_low", "ci_high", "stderr", "n")
 # What scores.summary_rows formats as numbers from a method's artifact["spent"].
-_SPENT_NUMBERS = ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")
+SPENT_NUMBERS = ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")
 _MAX_DEPTH = 32  # deeper nesting than any results.json holds: hostile input, and recursion is bounded
 
 
@@ -97,7 +100,7 @@ def _validate_methods(methods: Any, where: str) -> None:
         artifact = _object(_object(info, where, f"methods.{name}", nullable=True).get("artifact"),
                            where, f"methods.{name}.artifact", nullable=True)
         spent = _object(artifact.get("spent"), where, f"methods.{name}.artifact.spent", nullable=True)
-        for field in _SPENT_NUMBERS:
+        for field in SPENT_NUMBERS:
             if spent.get(field) is not None and not _is_number(spent[field]):
                 raise _wrong(where, f"methods.{name}.artifact.spent.{field}", spent[field], "a number or null")
 
@@ -180,9 +183,11 @@ def count_metrics(doc: dict[str, Any]) -> int:
 def _plan_value(plan: dict[str, Any], field: str) -> Any:
     if field == "split":  # which prompts were scored; plans from before the split scored whole sets
         split = plan.get("split")
-        if not isinstance(split, dict):
+        if not isinstance(split, dict) or split.get("evaluated") is None:
             return "whole sets"
         return f"{split.get('evaluated')} split (dev fraction {split.get('dev_fraction')}, salt {split.get('salt')})"
+    if field in _PLAN_DEFAULTS:
+        return plan.get(field, _PLAN_DEFAULTS[field])
     value = plan[field]
     if field == "profile":
         return value.get("name") if isinstance(value, dict) else value
@@ -204,7 +209,7 @@ def plan_differences(run: dict[str, Any], baseline: dict[str, Any]) -> list[str]
     diffs = []
     for field in PLAN_FIELDS:
         if (field in run["plan"] and field in baseline["plan"]) or (
-                field == "split" and ("split" in run["plan"] or "split" in baseline["plan"])):
+                field in ("split", *_PLAN_DEFAULTS) and (field in run["plan"] or field in baseline["plan"])):
             mine, theirs = _plan_value(run["plan"], field), _plan_value(baseline["plan"], field)
             if mine != theirs:
                 diffs.append(f"{field} {_show(mine)} vs the baseline's {_show(theirs)}")

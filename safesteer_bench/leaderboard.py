@@ -61,11 +61,25 @@ def score_rows(results: dict[str, Any], report: Path) -> list[tuple[Any, ...]]:
     plan = results.get("plan") or {}
     profile = plan.get("profile")
     profile_name = profile.get("name") if isinstance(profile, dict) else profile
-    benchmarks = ",".join(results.get("benchmarks") or {})
+    benchmarks = f"{_benchmark_set(results)} ({_split(plan)})"
     return [(_text(results["run_id"]), _text(plan.get("model")), method, _text(profile_name),
              _text(results.get("created")), str(report), s["safety"], s["over_refusal"], s["capability"], benchmarks,
              *(None if s["ci"].get(k) is None else s["ci"][k][i] for k in SCORES for i in (0, 1)))
             for method, s in method_scores(results).items()]
+
+
+def _benchmark_set(results: dict[str, Any]) -> str:
+    """The scored benchmarks (not the benign-drift pseudo-benchmark), as the group key shows them."""
+    benchmarks = results.get("benchmarks") or {}
+    return ",".join(name for name, info in benchmarks.items()
+                    if not (isinstance(info, dict) and info.get("kind") == "drift"))
+
+
+def _split(plan: dict[str, Any]) -> str:
+    """Which prompts were scored: runs on the test split and runs on whole sets are not comparable."""
+    split = plan.get("split") if isinstance(plan, dict) else None
+    evaluated = split.get("evaluated") if isinstance(split, dict) else None
+    return f"{evaluated} split" if evaluated else "whole sets"
 
 
 def index_run(db: sqlite3.Connection, results: dict[str, Any], report: Path) -> None:

@@ -86,7 +86,9 @@ class Plan:
             "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
             "capability_limit": self.capability_limit,
             "capability_generate_limit": self.capability_generate_limit, "adapter": cfg.adapter,
-            "method_args": cfg.method_args, "split": {**describe_split(), "evaluated": cfg.split},
+            "method_args": cfg.method_args,
+            # plans of runs from before the split (cfg.split None) keep having none: whole sets
+            **({"split": {**describe_split(), "evaluated": cfg.split}} if cfg.split is not None else {}),
             "second_judge": cfg.second_judge, "drift": cfg.drift,
         }
 
@@ -188,6 +190,8 @@ def describe_plan(plan: Plan) -> str:
         f"  prompts per benchmark: {plan.limit or 'all'} of the {plan.config.split} split "
         f"(dev {int(DEV_FRACTION * 100)} % of each set, for choices only); max new tokens: {plan.profile.max_new_tokens}",
     ]
+    lines.append(f"  second judge: {plan.config.second_judge}; benign drift: "
+                 f"{'on' if plan.config.drift else 'off'}")
     if plan.capability:
         lines.append(f"  capability documents per task: {plan.capability_limit or 'all'} "
                      f"(generation tasks: {plan.capability_generate_limit or 'all'})")
@@ -245,6 +249,8 @@ class Runner:
         """Load every evaluation set now, so a missing file fails before any model work."""
         for spec in self.plan.safety:
             self.prompts(spec)
+        if self.plan.config.drift:
+            self._drift_setup()  # the drift stage's benign prompts too
 
     def overlap(self) -> dict[str, Any]:
         """Pool prompts whose normalized text is in an evaluation set of the run, per (pool, set).
@@ -318,18 +324,31 @@ class Runner:
         return prompts, gen, prompts_key(prompts, gen, cfg.seed)
 
     def _drift(self, name: str) -> dict[str, Any] | None:
+        """Stored drift of ``name`` for this plan; None when missing, stale, or when its prompts
+        cannot be loaded here (rejudge of a run whose data folder lacks them)."""
         from .drift_stage import stored_metrics
 
-        return stored_metrics(self.dir / "drift", name, self._drift_setup()[2])
+        try:
+            key = self._drift_key(name)
+        except UserError:
+            return None
+        return stored_metrics(self.dir / "drift", name, key)
+
+    def _drift_key(self, name: str) -> str:
+        from .drift_stage import method_key, stored_completions_key
+
+        artifact = read_json_dict(self.dir / "methods" / name / "artifact.json")
+        return method_key(self._drift_setup()[2], stored_completions_key(self.dir / "drift"), artifact)
 
     def run_drift(self, name: str, policy: Policy) -> None:
         from .drift_stage import base_completions, method_drift
 
         started = time.perf_counter()
-        prompts, gen, key = self._drift_setup()
+        prompts, gen, _ = self._drift_setup()
         base = policy if name == "base" else self.policy("base")
         completions, _ = base_completions(self.dir / "drift", base, prompts, gen)
-        method_drift(self.dir / "drift", name, policy, base, prompts, completions, key, self.plan.config.seed)
+        method_drift(self.dir / "drift", name, policy, base, prompts, completions, self._drift_key(name),
+                     self.plan.config.seed)
         self._tick("drift", started)
 
     def _capability_key(self, policy: Policy) -> str:
@@ -527,10 +546,14 @@ def _benchmark_info(spec: BenchmarkSpec, judge: str) -> dict[str, Any]:
 
 def _method_info(workdir: Path, name: str) -> dict[str, Any]:
     method = get_method(name)
+    from .gate import SPENT_NUMBERS
+
     artifact = read_json_dict(workdir / "artifact.json") or {}
     spent = artifact.get("spent")
+    # only the figures reports do arithmetic on must be numbers (spent also holds strings and dicts)
     if spent is not None and not (isinstance(spent, dict) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in spent.values())):
+            spent.get(k) is None or (isinstance(spent[k], (int, float)) and not isinstance(spent[k], bool))
+            for k in SPENT_NUMBERS)):
         # A damaged record of spent compute is left out of results.json rather than copied in.
         log.warning("%s: artifact.json's 'spent' is malformed; left out of results.json", name)
         artifact = {k: v for k, v in artifact.items() if k != "spent"}

@@ -20,8 +20,9 @@ from .data import Prompt, normalize_text
 
 Split = Literal["dev", "test"]
 SPLITS: tuple[str, ...] = ("dev", "test")
-#: Share of each evaluation set held out for choices. 0.3 leaves >= 70 test prompts in every
-#: safety set of the quick profile (50 per set) while giving dev enough prompts to choose on.
+#: Share of each evaluation set held out for choices. 0.3 leaves at least 64 test prompts in every
+#: safety set (MaliciousInstruct: 64, JailbreakBench: 70), more than the quick profile's 50 per
+#: set, while giving dev enough prompts to choose on.
 DEV_FRACTION = 0.3
 #: Changing the salt reshuffles every split: it is part of every plan, so runs stay comparable.
 SALT = "safesteer-bench/split/v1"

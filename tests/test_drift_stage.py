@@ -51,3 +51,34 @@ def test_a_hooked_policy_drifts_and_no_drift_skips_the_stage(tiny_dir, tmp_path,
     off = make_plan(_cfg(tiny_dir, tmp_path / "off", data_dir, drift=False))
     results = Runner(off).run()
     assert "benign-drift" not in results["results"]["base"] and not (off.run_dir / "drift").exists()
+
+
+def test_drift_is_redone_when_its_completions_or_the_artifact_change(tiny_dir, tmp_path, data_dir):
+    plan = make_plan(_cfg(tiny_dir, tmp_path, data_dir))
+    Runner(plan).run()
+    runner = Runner(make_plan(_cfg(tiny_dir, tmp_path, data_dir)))
+    assert runner._drift("base") is not None
+    completions = plan.run_dir / "drift" / "_completions.json"
+    doc = json.loads(completions.read_text())
+    completions.write_text(json.dumps({**doc, "key": "other-base"}))
+    assert runner._drift("base") is None  # measured on other completions: not trusted
+    completions.write_text(json.dumps(doc))
+    artifact = plan.run_dir / "methods" / "base" / "artifact.json"
+    artifact.write_text(json.dumps({**json.loads(artifact.read_text()), "retrained": True}))
+    assert runner._drift("base") is None  # other weights: not trusted
+
+
+def test_rejudge_without_the_drift_prompts_still_completes(tiny_dir, tmp_path, data_dir, capsys):
+    from safesteer_bench.cli import main
+
+    plan = make_plan(_cfg(tiny_dir, tmp_path / "runs", data_dir))
+    Runner(plan).run()
+    partial = tmp_path / "data"
+    partial.mkdir()
+    for entry in data_dir.iterdir():
+        if entry.name != "alpaca":
+            (partial / entry.name).symlink_to(entry)
+    assert main(["rejudge", str(plan.run_dir), "--judge", "xstest-rules", "--data-dir", str(partial)]) == 0
+    doc = json.loads((plan.run_dir / "results.json").read_text())
+    assert doc["rejudge"][-1]["judge"] == "xstest-rules"
+    assert doc["results"]["base"]["advbench"]["n"] == 4

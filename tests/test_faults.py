@@ -652,3 +652,28 @@ def test_a_damaged_agreement_cache_is_ignored_not_rendered(finished, tiny_dir, t
     assert code == 0, err
     doc = json.loads((plan.run_dir / "results.json").read_text())
     assert doc["judges"]["keywords"]["datasets"]["xstest"]["refusal"]["n"] > 0  # measured again
+
+
+def test_spent_compute_with_strings_and_phases_is_kept(tmp_path):
+    from safesteer_bench.runner import _method_info
+
+    (tmp_path / "artifact.json").write_text(json.dumps({"spent": {
+        "generated_tokens": 10, "trained_tokens": 8, "wall_seconds": 1.5, "peak_memory_mb": 100,
+        "peak_memory_kind": "rss", "phases": {"train": 1.0}}}))
+    assert _method_info(tmp_path, "sft")["artifact"]["spent"]["generated_tokens"] == 10
+
+
+def test_rejudging_some_methods_with_another_judge_is_refused(finished, tiny_dir, tmp_path, data_dir, capsys):
+    plan = _finished_copy(finished, tiny_dir, tmp_path, data_dir)
+    doc = json.loads((plan.run_dir / "plan.json").read_text())
+    # a second method that shares base's samples, so the run has two methods to choose between
+    import shutil
+
+    shutil.copytree(plan.run_dir / "samples" / "base", plan.run_dir / "samples" / "steering")
+    doc["methods"] = ["base", "steering"]
+    (plan.run_dir / "plan.json").write_text(json.dumps(doc))
+    before = (plan.run_dir / "results.json").read_bytes()
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "clf", "--methods", "steering",
+                                   "--benchmarks", "advbench", "--data-dir", str(data_dir)])
+    assert code == 2 and "base judged by another judge" in _one_error_line(err)
+    assert (plan.run_dir / "results.json").read_bytes() == before

@@ -97,3 +97,37 @@ def test_check_refuses_a_baseline_scored_on_other_prompts(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "split" in err and "whole sets" in err
     assert main(["check", str(split), "--against", str(split)]) == 0
+
+
+def test_old_plans_stay_whole_set_plans_and_check_still_compares_them(tmp_path, data_dir):
+    """Re-aggregating a run from before the split (rejudge) must not stamp a split on its plan."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from safesteer_bench.cli_eval import load_plan
+    from safesteer_bench.gate import plan_differences
+
+    old = Path(__file__).resolve().parents[1] / "reports" / "smollm2-135m-quick"
+    run = tmp_path / "smollm2-135m-quick"
+    shutil.copytree(old, run)
+    doc = json.loads((run / "results.json").read_text())
+    plan = load_plan(run, data_dir)
+    assert "split" not in plan.to_dict() and plan.to_dict()["drift"] is False
+    assert plan_differences({**doc, "plan": plan.to_dict()}, doc) == []
+
+
+def test_check_refuses_a_baseline_with_other_drift_or_second_judge_settings(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from safesteer_bench.cli import main
+
+    base = Path(__file__).resolve().parents[1] / "reports" / "smoke-baseline" / "results.json"
+    for field, value in (("drift", False), ("second_judge", "none")):
+        doc = json.loads(base.read_text())
+        doc["plan"][field] = value
+        (tmp_path / "run.json").write_text(json.dumps(doc))
+        assert main(["check", str(tmp_path / "run.json"), "--against", str(base)]) == 2
+        err = capsys.readouterr().err
+        assert field in err and len(err.strip().splitlines()) == 1

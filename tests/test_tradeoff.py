@@ -89,3 +89,15 @@ def test_leaderboard_page_shows_intervals_per_group(tmp_path):
     page = (tmp_path / "leaderboard.html").read_text()
     assert page.count('<table class="leaderboard">') == 2 and "Pareto frontier first" in page
     assert re.search(r'\d+\.\d <span class="ci">\[\d+\.\d, \d+\.\d\]</span>', page)
+
+
+def test_leaderboard_groups_by_scored_benchmarks_and_split_not_by_the_drift_stage():
+    from pathlib import Path as P
+
+    from safesteer_bench.leaderboard import score_rows
+
+    results = json.loads((P(__file__).resolve().parents[1] / "reports" / "smoke-baseline" / "results.json").read_text())
+    benchmarks = score_rows(results, P("r/report.html"))[0][9]
+    assert benchmarks == "advbench,xstest (test split)"
+    old = json.loads(REFERENCE.read_text())
+    assert score_rows(old, P("r/report.html"))[0][9].endswith("(whole sets)")
