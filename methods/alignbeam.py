@@ -25,6 +25,7 @@ from safesteer_bench.errors import UserError
 from safesteer_bench.generation import GenConfig
 from safesteer_bench.method import METHODS, MethodContext, get_method
 from safesteer_bench.policy import Policy, fingerprint
+from safesteer_bench.search_space import Choice, FloatRange
 
 #: Fixed prompts for the latency comparison in ``prepare`` (half harmful-style, half benign),
 #: written here so the figure never depends on an evaluation set.
@@ -109,6 +110,14 @@ class AlignBeam:
     kind = "inference"
     description = ("inference-time safety transfer: anchor-mixed beams for the first m tokens, "
                    "completed by the model, safest beam by judge (no training)")
+    # `tune`: the anchor's weight α and the number of beams K.
+    search_space = {"alpha": FloatRange(0.1, 0.9), "beams": Choice((2, 4, 8))}
+    defaults = {"alpha": AlignBeamConfig.alpha, "beams": AlignBeamConfig.beams}
+
+    @staticmethod
+    def seeded(options: dict[str, Any]) -> bool:
+        """Deterministic beams: seed-free unless the anchor is a (trained, seeded) method."""
+        return str((options or {}).get("anchor", "")).startswith("method:")
 
     def prepare(self, ctx: MethodContext) -> dict[str, Any]:
         cfg = config_from(ctx)

@@ -13,6 +13,7 @@ class Base:
     name = "base"
     kind = "inference"
     description = "the unmodified model (reference row)"
+    seeded = False  # greedy decoding of fixed weights: every seed gives the same outputs
 
     def prepare(self, ctx: MethodContext) -> dict[str, Any]:
         return {}

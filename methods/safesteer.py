@@ -20,10 +20,15 @@ from safesteer_bench.distill import VARIANTS, OnPolicyDistiller
 from safesteer_bench.errors import UserError
 from safesteer_bench.method import METHODS, MethodContext
 from safesteer_bench.policy import Policy
+from safesteer_bench.search_space import Choice, FloatRange
 from safesteer_bench.store import write_json_atomic
 from safesteer_bench.students import (method_options, resolve_budget, resolve_teacher, save_student, student_for,
                                       student_policy)
 from safesteer_bench.token_set import TokenSet, TokenSetConfig, harmless_candidates, select_safety_tokens
+
+
+#: The loss when none is asked for (see reports/ for the dev experiment behind it).
+DEFAULT_LOSS_VARIANT = "partial"
 
 
 class DistillMethod:
@@ -33,6 +38,9 @@ class DistillMethod:
     kind = "training"
     description = ""
     restricted = True
+    # `tune` (global-kl): the learning rate and how much of the budget's steps to use.
+    search_space: dict = {"learning_rate": FloatRange(5e-5, 2e-3, log=True),
+                          "train_fraction": Choice((0.5, 1.0))}
 
     def token_set(self, ctx: MethodContext, hooks: tuple, spent: Spent) -> TokenSet:
         opts = method_options(ctx)
@@ -57,7 +65,7 @@ class DistillMethod:
 
     def prepare(self, ctx: MethodContext) -> dict[str, Any]:
         opts = method_options(ctx)
-        variant = opts.get("loss_variant") or "partial"
+        variant = opts.get("loss_variant") or DEFAULT_LOSS_VARIANT
         if variant not in VARIANTS:
             raise UserError(f"unknown loss variant '{variant}'", f"choose one of: {', '.join(VARIANTS)}")
         budget = resolve_budget(ctx)
@@ -95,3 +103,9 @@ class SafeSteer(DistillMethod):
     name = "safesteer"
     description = "on-policy distillation of the steered teacher, reverse KL on safety tokens S (LoRA)"
     restricted = True
+    # `tune`: the loss variant, |S|, τ and the learning rate.
+    search_space = {"loss_variant": Choice(("partial", "renormalize", "tail-bucket")),
+                    "token_set_size": Choice((10, 50, 200)), "token_set_tau": Choice((1e-8, 1e-5, 1e-3)),
+                    "learning_rate": FloatRange(5e-5, 2e-3, log=True)}
+    defaults = {"loss_variant": DEFAULT_LOSS_VARIANT, "token_set_size": TokenSetConfig.size,
+                "token_set_tau": TokenSetConfig.tau}

@@ -16,6 +16,7 @@ from safesteer_bench.distill import SupervisedTrainer, completion_token_ids
 from safesteer_bench.generation import GenConfig, stop_token_ids
 from safesteer_bench.method import METHODS, MethodContext
 from safesteer_bench.policy import Policy, fingerprint
+from safesteer_bench.search_space import Choice, FloatRange
 from safesteer_bench.store import write_json_atomic
 from safesteer_bench.students import (method_options, resolve_budget, resolve_teacher, save_student, student_for,
                                       student_policy)
@@ -28,6 +29,8 @@ class SFT:
     name = "sft"
     kind = "training"
     description = "supervised fine-tuning on the steered teacher's refusals (judge-filtered; LoRA)"
+    # `tune`: the learning rate and how much of the budget's steps to use.
+    search_space = {"learning_rate": FloatRange(5e-5, 2e-3, log=True), "train_fraction": Choice((0.5, 1.0))}
 
     def targets(self, ctx: MethodContext, budget, hooks: tuple, spent: Spent) -> tuple[dict[str, list[int]], list]:
         from safesteer_bench.judges import get_judge

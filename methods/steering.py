@@ -6,6 +6,7 @@ from typing import Any
 
 from safesteer_bench.method import METHODS, MethodContext
 from safesteer_bench.policy import Policy
+from safesteer_bench.search_space import Choice, LayerRange
 from safesteer_bench.steering import SteeringDirection, shared_direction, steered_policy
 
 
@@ -14,6 +15,9 @@ class Steering:
     name = "steering"
     kind = "inference"
     description = "adds c·r (refusal direction, mean difference) at one decoder block's input"
+    # `tune`: the block (within the searched 0.8·L) and the coefficient of the added direction.
+    search_space = {"layer": LayerRange(0.2, 0.8), "coef": Choice((0.5, 1.0, 1.5, 2.0))}
+    defaults = {"coef": 1.0}  # the layer's default is the automatic search's choice
 
     def prepare(self, ctx: MethodContext) -> dict[str, Any]:
         direction = shared_direction(ctx)

@@ -29,7 +29,8 @@ EPILOG = """examples:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Modules that add their own subcommands: each defines ``add_commands(sub, command)`` where ``sub``
 # is the subparsers object and ``command`` the registering decorator below.
-COMMAND_MODULES = ["safesteer_bench.cli_train", "safesteer_bench.cli_eval", "safesteer_bench.cli_results"]
+COMMAND_MODULES = ["safesteer_bench.cli_train", "safesteer_bench.cli_eval", "safesteer_bench.cli_results",
+                   "safesteer_bench.cli_tune"]
 
 
 def command(name: str):
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
     run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
     run.add_argument("--seed", type=seed_int, default=0, help="seed of prompt subsets, training and sampling (default 0)")
+    run.add_argument("--seeds", default=None,
+                     help="several seeds, e.g. 0,1,2: one sub-run per seed on the same evaluation prompts, "
+                          "reported as mean, spread and seed-aware intervals (replaces --seed)")
+    run.add_argument("--tuned", type=Path, default=None,
+                     help="a tuned.json from `tune`: each method gets the options chosen for it on dev "
+                          "(over --method-args); the report shows every trial")
     run.add_argument("--dry-run", action="store_true", help="print the plan and the budget, then exit")
     run.add_argument("--adapter", default="lora", choices=["lora", "full"],
                      help="training methods' adapter, shared by all of them (default: lora)")
@@ -200,8 +207,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                     allow_code_execution=args.allow_code_execution, second_judge=args.second_judge,
                     drift=not args.no_drift,
                     command="safesteer-bench " + shlex.join(sys.argv[1:]))
+    if args.seeds is not None:
+        from .seeds import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
+        cfg.seed, cfg.seeds = seeds[0], (seeds if len(seeds) > 1 else None)
+    if args.tuned is not None:
+        from .tuning import load_tuned
+
+        cfg.method_options, cfg.tuning = load_tuned(args.tuned, cfg.methods)
     plan = make_plan(cfg)
-    runner = Runner(plan)
+    if cfg.seeds:
+        from .seed_runner import SeedRunner
+
+        runner = SeedRunner(plan)
+    else:
+        runner = Runner(plan)
     runner.check_data()
     print(describe_plan(plan), flush=True)
     if runner.budget is not None:

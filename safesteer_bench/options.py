@@ -54,7 +54,8 @@ class OptionSpec:
 OPTIONS: dict[str, OptionSpec] = {
     "direction_mode": OptionSpec(_choice("auto", "prompts", "responses"), "auto, prompts or responses", "steering teacher"),
     "coef": OptionSpec(_number(low=0, allow=("auto",)), "a number >= 0 or auto", "steering teacher"),
-    "direction_select": OptionSpec(_choice("design", "gap"), "design or gap", "steering teacher"),
+    "direction_select": OptionSpec(_choice("generate", "design", "gap"), "generate, design or gap",
+                                   "steering teacher"),
     "target_refusal": OptionSpec(_number(0, 1), "a number in [0, 1]", "steering teacher"),
     "layer_stride": OptionSpec(_integer(1), "an integer >= 1", "steering teacher"),
     "layer": OptionSpec(_integer(0), "a block index >= 0", "steering teacher"),
@@ -65,6 +66,12 @@ OPTIONS: dict[str, OptionSpec] = {
     "token_set_tau": OptionSpec(_number(), "a number", "safesteer"),
     "token_set_votes_top": OptionSpec(_integer(1), "an integer >= 1", "safesteer"),
     "micro_batch_size": OptionSpec(_integer(1), "an integer >= 1", "safesteer, global-kl, sft"),
+    # The compute budget (prompts, samples, tokens) is the run's; these two are choices within it.
+    "learning_rate": OptionSpec(_number(low=1e-8, high=1.0), "a number in (0, 1]", "safesteer, global-kl, sft"),
+    "train_fraction": OptionSpec(_number(low=1e-3, high=1.0), "a fraction of the budget's steps in (0, 1]",
+                                 "safesteer, global-kl, sft"),
+    # Set by `tune` for cheap trials; multiplies train_fraction.
+    "budget_fraction": OptionSpec(_number(low=1e-3, high=1.0), "a fraction in (0, 1]", "safesteer, global-kl, sft"),
     "alpha": OptionSpec(_number(0, 1), "a number in [0, 1]", "alignbeam"),
     "prefix_steps": OptionSpec(_integer(1), "an integer >= 1", "alignbeam"),
     "beams": OptionSpec(_integer(1), "an integer >= 1", "alignbeam"),

@@ -10,7 +10,8 @@ from markupsafe import Markup
 
 from .plots import Point, bars_svg, frontier_svg
 from .scores import (CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, capability_metric, dominated_by,
-                     method_scores)
+                     method_scores, over_refusal, safety_score)
+from .seeds import is_metric
 from .store import write_text_atomic
 
 # Metric shown per benchmark in the summary table, and whether higher is better for its column.
@@ -171,6 +172,33 @@ def disagreement_rows(results: dict[str, Any], samples: dict[str, dict[str, list
     return out
 
 
+def _at_seed(per_bench: dict[str, Any], seed: str) -> dict[str, Any] | None:
+    """One method's per-benchmark metrics with each value replaced by ``seed``'s (None: not run)."""
+    out, found = {}, False
+    for bench, metrics in per_bench.items():
+        out[bench] = {}
+        for key, m in metrics.items():
+            if is_metric(m) and seed in (m.get("seed_values") or {}):
+                out[bench][key], found = {**m, "value": m["seed_values"][seed]}, True
+            else:
+                out[bench][key] = m
+    return out if found else None
+
+
+def seed_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per method, the safety score and over-refusal of every seed (a --seeds run; else [])."""
+    seeds = list(results.get("seeds") or {})
+    if len(seeds) < 2:
+        return []
+    kinds = {b: info.get("kind") for b, info in results.get("benchmarks", {}).items()}
+    rows = []
+    for method, per_bench in results["results"].items():
+        cells = {s: (safety_score(at, kinds), over_refusal(at, kinds))
+                 for s in seeds if (at := _at_seed(per_bench, s)) is not None}
+        rows.append({"method": method, "cells": cells})
+    return rows
+
+
 def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dict]]], path: Path) -> Path:
     rows, columns = summary_rows(results)
     # The SVGs are built from escaped strings in plots.py, so they may be inserted as markup.
@@ -183,6 +211,7 @@ def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dic
         r=results, rows=rows, columns=columns, samples=samples, sample_chars=SAMPLE_CHARS, figures=figures,
         bars=[(b, Markup(svg)) for b, svg in benchmark_bars(results, columns)],
         scores=method_scores(results), disagreement=disagreement_rows(results, samples),
+        seeds=list(results.get("seeds") or {}), seed_rows=seed_rows(results),
     )
     write_text_atomic(path, html)
     return path

@@ -67,6 +67,19 @@ class RunConfig:
     second_judge: str = "auto"
     # Benign drift of every method from the base model (drift_stage.py): a capability tax at any scale.
     drift: bool = True
+    # Several seeds (seeds.py): one sub-run per seed under the run directory, then combined.
+    seeds: list[int] | None = None
+    # The seed that picks evaluation prompts (prompt subsets, drift prompts, capability shots);
+    # None: ``seed``. The sub-runs of one --seeds run share it, so they score the same prompts.
+    prompt_seed: int | None = None
+    index: bool = True  # file the finished run in the leaderboard (sub-runs of --seeds do not)
+    # Options of one method only (``run --tuned``: what `tune` chose on dev), over method_args.
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning: dict[str, Any] | None = None  # the tuned.json they came from, shown in the report
+
+    @property
+    def eval_seed(self) -> int:
+        return self.seed if self.prompt_seed is None else self.prompt_seed
 
 
 @dataclass
@@ -90,6 +103,9 @@ class Plan:
             # plans of runs from before the split (cfg.split None) keep having none: whole sets
             **({"split": {**describe_split(), "evaluated": cfg.split}} if cfg.split is not None else {}),
             "second_judge": cfg.second_judge, "drift": cfg.drift,
+            **({"prompt_seed": cfg.prompt_seed} if cfg.prompt_seed is not None else {}),
+            **({"seeds": list(cfg.seeds)} if cfg.seeds else {}),
+            **({"method_options": cfg.method_options} if cfg.method_options else {}),
         }
 
     @property
@@ -142,9 +158,15 @@ def make_plan(cfg: RunConfig) -> Plan:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value})", f"omit {flag} to use the profile's count")
     check_seed(cfg.seed)
+    for seed in [*(cfg.seeds or []), *([] if cfg.prompt_seed is None else [cfg.prompt_seed])]:
+        check_seed(seed)
     if cfg.split not in SPLITS:
         raise UserError(f"unknown split '{cfg.split}'", f"use one of: {', '.join(SPLITS)}")
     check_method_args(cfg.method_args)
+    for name, options in cfg.method_options.items():
+        if name not in cfg.methods:
+            continue
+        check_method_args(options)
     chunk_prompts()  # a bad $SAFESTEER_BENCH_CHUNK fails here, not after the model loads
     cfg.device = check_device(cfg.device)
     cfg.dtype = check_dtype(cfg.dtype)
@@ -190,6 +212,12 @@ def describe_plan(plan: Plan) -> str:
         f"  prompts per benchmark: {plan.limit or 'all'} of the {plan.config.split} split "
         f"(dev {int(DEV_FRACTION * 100)} % of each set, for choices only); max new tokens: {plan.profile.max_new_tokens}",
     ]
+    for name, options in plan.config.method_options.items():
+        if name in plan.config.methods:
+            lines.append(f"  {name} options (chosen on dev): " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    if plan.config.seeds:
+        lines.append(f"  seeds     {', '.join(map(str, plan.config.seeds))}: one sub-run each under "
+                     f"{plan.run_dir}/seed-<s>/, same evaluation prompts (seed {plan.config.seeds[0]}'s)")
     lines.append(f"  second judge: {plan.config.second_judge}; benign drift: "
                  f"{'on' if plan.config.drift else 'off'}")
     if plan.capability:
@@ -223,7 +251,8 @@ class Runner:
     def prompts(self, spec: BenchmarkSpec) -> list[Prompt]:
         if spec.name not in self._prompts:
             cfg = self.plan.config
-            self._prompts[spec.name] = spec.prompts(cfg.data_dir, self.plan.limit, cfg.seed, split=cfg.split)
+            self._prompts[spec.name] = spec.prompts(cfg.data_dir, self.plan.limit, cfg.eval_seed,
+                                                    split=cfg.split)
         return self._prompts[spec.name]
 
     def eval_pool(self) -> list[Prompt]:
@@ -294,9 +323,10 @@ class Runner:
             self.evaluate_method(method)
         results = self.aggregate(wall_seconds=time.perf_counter() - self._started)
         report = self.render(results)
-        from .leaderboard import index_quietly
+        if self.plan.config.index:
+            from .leaderboard import index_quietly
 
-        index_quietly(Path(self.plan.config.out), results, report)
+            index_quietly(Path(self.plan.config.out), results, report)
         return results
 
     def evaluate_method(self, name: str) -> None:
@@ -318,7 +348,7 @@ class Runner:
         from .drift_stage import drift_prompts, prompts_key
 
         cfg = self.plan.config
-        prompts = drift_prompts(cfg.data_dir, self.plan.limit, cfg.seed)
+        prompts = drift_prompts(cfg.data_dir, self.plan.limit, cfg.eval_seed)
         gen = GenConfig(max_new_tokens=self.plan.profile.max_new_tokens, batch_size=self.plan.profile.batch_size,
                         seed=cfg.seed)
         return prompts, gen, prompts_key(prompts, gen, cfg.seed)
@@ -355,7 +385,7 @@ class Runner:
         cfg = self.plan.config
         return fingerprint(policy.fingerprint, [b.name for b in self.plan.capability], self.plan.capability_limit,
                            self.plan.capability_generate_limit,
-                           cfg.allow_code_execution, cfg.seed)
+                           cfg.allow_code_execution, cfg.eval_seed)
 
     def run_capability(self, name: str, policy: Policy) -> None:
         from .capability import run_capability
@@ -364,7 +394,7 @@ class Runner:
         cfg = self.plan.config
         results = run_capability(policy, self.plan.capability, self.plan.capability_limit, cfg.data_dir,
                                  self.dir / "capability" / name, allow_code_execution=cfg.allow_code_execution,
-                                 seed=cfg.seed, generate_limit=self.plan.capability_generate_limit,
+                                 seed=cfg.eval_seed, generate_limit=self.plan.capability_generate_limit,
                                  generate_batch_size=self.plan.profile.batch_size)
         write_json_atomic(self.dir / "capability" / f"{name}.json",
                           {"key": self._capability_key(policy), "plan": self._capability_plan(), "results": results})
@@ -384,13 +414,13 @@ class Runner:
     def _capability_plan(self) -> dict[str, Any]:
         cfg = self.plan.config
         return {"limit": self.plan.capability_limit, "generate_limit": self.plan.capability_generate_limit,
-                "code": cfg.allow_code_execution, "seed": cfg.seed}
+                "code": cfg.allow_code_execution, "seed": cfg.eval_seed}
 
     def context(self, name: str) -> MethodContext:
         cfg = self.plan.config
         budget = self.budget if get_method(name).kind == "training" else None
         return MethodContext(self.base, self.plan.profile, self.dir / "methods" / name, cfg.data_dir, cfg.seed,
-                             budget=budget, options=dict(cfg.method_args))
+                             budget=budget, options={**cfg.method_args, **cfg.method_options.get(name, {})})
 
     def policy(self, name: str) -> Policy:
         method = get_method(name)
@@ -453,7 +483,7 @@ class Runner:
             results[method] = {}
             for spec in self.plan.safety:
                 rows = self._judged(method, spec) or []
-                results[method][spec.name] = score_rows(rows, seed=self.plan.config.seed)
+                results[method][spec.name] = score_rows(rows, seed=self.plan.config.eval_seed)
             results[method].update(self._capability(method) or {})
             drift = self._drift(method) if self.plan.config.drift else None
             if drift is not None:
@@ -472,6 +502,7 @@ class Runner:
             "overlap": self.overlap(),
             "judges": _judge_agreement({self.plan.judge_for(s) for s in self.plan.safety}, self.plan.config.data_dir),
             "timing": self._timing(wall_seconds),
+            **({"tuning": cfg_tuning} if (cfg_tuning := self.plan.config.tuning) else {}),
         }
         write_json_atomic(self.dir / "results.json", doc)
         return doc
@@ -589,4 +620,8 @@ def _git_commit() -> str | None:
 
 def run(cfg: RunConfig) -> tuple[Plan, dict[str, Any]]:
     plan = make_plan(cfg)
+    if cfg.seeds and len(cfg.seeds) > 1:
+        from .seed_runner import SeedRunner
+
+        return plan, SeedRunner(plan).run()
     return plan, Runner(plan).run()

@@ -82,8 +82,12 @@ MIN_KEPT_FRACTION = 0.25  # auto: fraction of harmful prompts that must pass the
 COEF_GRID: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
 COEF_TOKENS = 24
 TARGET_REFUSAL = 0.8
-SELECTIONS = ("design", "gap", "generate")
-SELECT_TOKENS = 16  # greedy tokens per validation prompt for select="generate"
+SELECTIONS = ("generate", "design", "gap")
+SELECT_TOKENS = 32  # greedy tokens per validation prompt for select="generate"
+#: Judge of the validation generations for select="generate": the learned offline judge, whose
+#: refusal accuracy on labelled completions (0.94) beats the keyword list's (0.93) and which does
+#: not count "I'm sorry ... here is how" as a refusal.
+SELECT_JUDGE = "clf"
 
 
 class _Stop(Exception):
@@ -347,7 +351,7 @@ def _screen_layers(max_layer: int, stride: int) -> list[int]:
 def _rank(row: dict[str, Any], mode: str, select: str) -> tuple[float, ...]:
     """Higher is better. ``generate`` breaks ties of its coarse rates with the score gap."""
     if select == "generate":
-        return (row["gen_harmful"] - row["gen_harmless"], row["add_harmful"] - row["add_harmless"])
+        return (row["gen_harmful"] - row["gen_harmless"], -row["kl_add_harmless"])
     if mode == "prompts":
         return (-row["ablate_harmful"],)
     if select == "gap":
@@ -407,7 +411,7 @@ def candidate_directions(model: Any, tokenizer: Any, data: DirectionPrompts, mod
 
 def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: str = "auto",
                    coef: float | str = 1.0, progress: bool = True, *,
-                   layer_stride: int | None = None, select: str = "design",
+                   layer_stride: int | None = None, select: str = "generate",
                    target_refusal: float = TARGET_REFUSAL, coef_grid: Sequence[float] = COEF_GRID,
                    batch_size: int | None = None, layer: int | None = None) -> "SteeringDirection":
     """DESIGN §4 steering steps 1-3 on ``base`` (a LoadedModel) with ``profile``'s prompt counts.
@@ -474,10 +478,16 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
         if select == "generate":
             val = data.harmful_val + data.harmless_val
             _, responses = refusal_rate(model, tokenizer, val, add, SELECT_TOKENS, bs)
-            refused = _refused(val, responses)
+            refused = _refused(val, responses, SELECT_JUDGE)
             n = len(data.harmful_val)
             row["gen_harmful"] = sum(refused[:n]) / n
             row["gen_harmless"] = sum(refused[n:]) / max(1, len(refused) - n)
+            # The harmless-side constraint (Arditi et al. bound the KL of ablation; here the
+            # addition is what the teacher does): of two equally refusing candidates, the one
+            # that moves harmless next-token distributions less wins.
+            add_logits = last_token_logits(model, tokenizer, [chat_text(tokenizer, q) for q in data.harmless_val],
+                                           bs, add)
+            row["kl_add_harmless"] = float(kl_divergence(base_harmless_logits, add_logits).mean())
         reasons = []
         if used == "prompts" and row["kl_harmless"] > KL_THRESHOLD:
             reasons.append(f"kl_harmless > {KL_THRESHOLD}")
@@ -548,12 +558,12 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
 # --------------------------------------------------------------------------------------------
 
 
-def _refused(prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
-    """The project's keyword judge when present, else a small refusal-prefix check."""
+def _refused(prompts: Sequence[str], responses: Sequence[str], judge: str = "keywords") -> list[bool]:
+    """``judge``'s refusal verdicts when the judges module is there, else a refusal-prefix check."""
     try:
         from .judges import get_judge
 
-        return [v.refused for v in get_judge("keywords").judge(list(prompts), list(responses))]
+        return [v.refused for v in get_judge(judge).judge(list(prompts), list(responses))]
     except Exception:  # noqa: BLE001 - judges module missing or still being written
         starts = ("i'm sorry", "i am sorry", "sorry", "i cannot", "i can't", "i apologize",
                   "as an ai", "unfortunately", "i'm unable", "i am unable", "i won't")
@@ -599,7 +609,7 @@ def _request(ctx: Any) -> dict[str, Any]:
     """What the direction depends on besides the model: profile sizes, seed and options."""
     options = dict(ctx.options or {})
     return {"mode": options.get("direction_mode", "auto"), "coef": options.get("coef", 1.0),
-            "select": options.get("direction_select", "design"),
+            "select": options.get("direction_select", "generate"),
             "target_refusal": float(options.get("target_refusal", TARGET_REFUSAL)),
             "layer_stride": options.get("layer_stride"), "profile": ctx.profile.name,
             "layer": None if options.get("layer") in (None, "") else int(options["layer"]),

@@ -209,12 +209,24 @@ def method_options(ctx: Any) -> dict[str, Any]:
 
 
 def resolve_budget(ctx: Any) -> Budget:
-    """The run's shared Budget (``ctx.budget``), or one built from the profile when absent."""
+    """The run's shared Budget (``ctx.budget``, else one built from the profile), with the
+    method's own choices within it: ``learning_rate``, and ``train_fraction`` x ``budget_fraction``
+    of its steps (the first steps' prompts; never more than the budget)."""
+    import math
+    from dataclasses import replace
+
     from .budget import make_budget
 
-    if ctx.budget is not None:
-        return ctx.budget
-    return make_budget(ctx.profile, ctx.data_dir, ctx.seed, adapter=method_options(ctx).get("adapter", "lora"))
+    opts = method_options(ctx)
+    budget = ctx.budget if ctx.budget is not None else make_budget(
+        ctx.profile, ctx.data_dir, ctx.seed, adapter=opts.get("adapter", "lora"))
+    fraction = float(opts.get("train_fraction") or 1.0) * float(opts.get("budget_fraction") or 1.0)
+    changes: dict[str, Any] = {}
+    if fraction < 1.0:
+        changes["steps"] = max(1, math.ceil(fraction * budget.steps))
+    if opts.get("learning_rate") not in (None, ""):
+        changes["learning_rate"] = float(opts["learning_rate"])
+    return replace(budget, **changes) if changes else budget
 
 
 def resolve_teacher(ctx: Any) -> tuple[tuple[Any, ...], Any]:
