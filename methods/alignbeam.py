@@ -116,8 +116,10 @@ class AlignBeam:
 
     @staticmethod
     def seeded(options: dict[str, Any]) -> bool:
-        """Deterministic beams: seed-free unless the anchor is a (trained, seeded) method."""
-        return str((options or {}).get("anchor", "")).startswith("method:")
+        """Deterministic beams: seed-free only when the anchor is a fixed model; the default anchor
+        (the run's steering direction) and method anchors depend on the seed."""
+        anchor = str((options or {}).get("anchor") or "steering")
+        return anchor == "steering" or anchor.startswith("method:")
 
     def prepare(self, ctx: MethodContext) -> dict[str, Any]:
         cfg = config_from(ctx)

@@ -30,7 +30,9 @@ class SFT:
     kind = "training"
     description = "supervised fine-tuning on the steered teacher's refusals (judge-filtered; LoRA)"
     # `tune`: the learning rate and how much of the budget's steps to use.
-    search_space = {"learning_rate": FloatRange(5e-5, 2e-3, log=True), "train_fraction": Choice((0.5, 1.0))}
+    search_space = {"learning_rate": FloatRange(5e-5, 2e-3, log=True), "train_fraction": Choice((0.5, 1.0)),
+                    "teacher_coef": Choice((1.0, 2.0, 3.0))}
+    defaults = {"teacher_coef": 1.0}
 
     def targets(self, ctx: MethodContext, budget, hooks: tuple, spent: Spent) -> tuple[dict[str, list[int]], list]:
         from safesteer_bench.judges import get_judge

@@ -33,7 +33,7 @@ def add_commands(sub: Any, command: Callable) -> None:
     p.add_argument("--adapter", default="lora", choices=["lora", "full"],
                    help="LoRA student sharing the base weights (default) or full fine-tuning")
     p.add_argument("--loss-variant", default=None, choices=LOSS_VARIANTS,
-                   help="safesteer's restricted loss (default: partial)")
+                   help="safesteer's restricted loss (default: tail-bucket, chosen on dev; partial is the paper's)")
     p.add_argument("--token-set-size", type=int, default=None, help="|S| for safesteer (default: 50)")
     p.add_argument("--exclude-benchmarks", default="safety-7",
                    help="benchmarks/suites whose prompts never enter training ('none' to skip; default: safety-7)")

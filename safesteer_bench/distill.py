@@ -64,6 +64,11 @@ def summarize_logprobs(logits: torch.Tensor, token_ids: torch.Tensor | None = No
       ``log(1 − Σ_S p)`` ``[..., |S|+1]`` (a distribution over S ∪ {rest}).
 
     Applied identically to student and teacher, so only these columns of the teacher are kept.
+    ``partial`` is the paper's objective Σ_S πs(log πs − log πt) with the rest of the vocabulary
+    free: setting its derivative log πs − log πt + 1 to zero puts its minimum at πs = πt/e on S,
+    about a third of the teacher's safety-token probability. ``renormalize`` and ``tail-bucket``
+    are true divergences, minimised at the teacher; ``tail-bucket`` is the default (chosen on dev,
+    reports/safesteer-dev/README.md).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown loss variant {variant!r}; choose one of {VARIANTS}")

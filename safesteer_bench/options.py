@@ -56,6 +56,7 @@ OPTIONS: dict[str, OptionSpec] = {
     "coef": OptionSpec(_number(low=0, allow=("auto",)), "a number >= 0 or auto", "steering teacher"),
     "direction_select": OptionSpec(_choice("generate", "design", "gap"), "generate, design or gap",
                                    "steering teacher"),
+    "teacher_coef": OptionSpec(_number(low=0), "a number >= 0", "safesteer, global-kl, sft (teacher strength)"),
     "target_refusal": OptionSpec(_number(0, 1), "a number in [0, 1]", "steering teacher"),
     "layer_stride": OptionSpec(_integer(1), "an integer >= 1", "steering teacher"),
     "layer": OptionSpec(_integer(0), "a block index >= 0", "steering teacher"),

@@ -31,7 +31,7 @@ class Profile:
     token_set_prompts: int
     token_set_samples: int
     # Capability suites (lm-eval ``limit`` per task). ``quick`` keeps 50 / 10: at 100 / 20 its
-    # capability stage alone took 93 of a 3-hour reference run (reports/smollm2-135m-quick/RUN.md)
+    # capability stage alone took 93 of a 3-hour reference run (reports/history/smollm2-135m-quick-v1/RUN.md)
     # and GSM8K / HumanEval scored 0 for every method at 135M.
     capability_limit: int | None
     # Generation tasks (GSM8K, HumanEval, IFEval) cost ~100x a multiple-choice document on CPU

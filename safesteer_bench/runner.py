@@ -76,6 +76,9 @@ class RunConfig:
     # Options of one method only (``run --tuned``: what `tune` chose on dev), over method_args.
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning: dict[str, Any] | None = None  # the tuned.json they came from, shown in the report
+    # Folder for artifacts several methods reuse (the steering direction); None: <run>/methods/_shared.
+    # `tune` points every trial at one folder, so the direction is searched once per study.
+    shared_dir: Path | None = None
 
     @property
     def eval_seed(self) -> int:
@@ -420,7 +423,8 @@ class Runner:
         cfg = self.plan.config
         budget = self.budget if get_method(name).kind == "training" else None
         return MethodContext(self.base, self.plan.profile, self.dir / "methods" / name, cfg.data_dir, cfg.seed,
-                             budget=budget, options={**cfg.method_args, **cfg.method_options.get(name, {})})
+                             budget=budget, options={**cfg.method_args, **cfg.method_options.get(name, {})},
+                             shared_dir=cfg.shared_dir)
 
     def policy(self, name: str) -> Policy:
         method = get_method(name)

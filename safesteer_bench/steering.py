@@ -88,6 +88,10 @@ SELECT_TOKENS = 32  # greedy tokens per validation prompt for select="generate"
 #: refusal accuracy on labelled completions (0.94) beats the keyword list's (0.93) and which does
 #: not count "I'm sorry ... here is how" as a refusal.
 SELECT_JUDGE = "clf"
+#: Prompts per side that select="generate" generates on: the validation prompts, topped up with
+#: train prompts when there are fewer. At 8 validation prompts (smoke, demo) one answer moves the
+#: gap by 12.5 points and the rule picked a block whose steering refused nothing on AdvBench.
+SELECT_MIN_PROMPTS = 24
 
 
 class _Stop(Exception):
@@ -409,6 +413,15 @@ def candidate_directions(model: Any, tokenizer: Any, data: DirectionPrompts, mod
             - mean_activations(model, tokenizer, neg, positions, n_layers, batch_size)).float()
 
 
+def selection_prompts(data: DirectionPrompts) -> tuple[list[str], list[str]]:
+    """(harmful, harmless) prompts for select="generate": validation first, then train prompts
+    until each side has SELECT_MIN_PROMPTS (or the pool runs out)."""
+    def top_up(val: list[str], train: list[str]) -> list[str]:
+        return val + train[:max(0, SELECT_MIN_PROMPTS - len(val))]
+
+    return top_up(data.harmful_val, data.harmful_train), top_up(data.harmless_val, data.harmless_train)
+
+
 def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: str = "auto",
                    coef: float | str = 1.0, progress: bool = True, *,
                    layer_stride: int | None = None, select: str = "generate",
@@ -476,10 +489,11 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
         if used == "responses" or select != "design":
             row["add_harmful"] = float(refusal_score(model, tokenizer, data.harmful_val, bs, add).mean())
         if select == "generate":
-            val = data.harmful_val + data.harmless_val
+            harmful, harmless = selection_prompts(data)
+            val = harmful + harmless
             _, responses = refusal_rate(model, tokenizer, val, add, SELECT_TOKENS, bs)
             refused = _refused(val, responses, SELECT_JUDGE)
-            n = len(data.harmful_val)
+            n = len(harmful)
             row["gen_harmful"] = sum(refused[:n]) / n
             row["gen_harmless"] = sum(refused[n:]) / max(1, len(refused) - n)
             # The harmless-side constraint (Arditi et al. bound the KL of ablation; here the

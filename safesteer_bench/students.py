@@ -239,10 +239,15 @@ def resolve_teacher(ctx: Any) -> tuple[tuple[Any, ...], Any]:
     if opts.get("teacher_hooks") is not None:
         hooks = tuple(opts["teacher_hooks"])
         return hooks, {"hooks": [h.key() for h in hooks], "source": "options"}
+    from .hooks import ResidualHook
     from .steering import shared_direction
 
     direction = shared_direction(ctx)
-    return tuple(direction.hooks()), direction.key()
+    if opts.get("teacher_coef") in (None, ""):
+        return tuple(direction.hooks()), direction.key()
+    # The teacher's strength apart from the steering baseline's: same direction and block.
+    coef = float(opts["teacher_coef"])
+    return (ResidualHook(direction.layer, direction.direction, coef, "add"),), {**direction.key(), "coef": coef}
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 Each method declares ``search_space`` (search_space.py) beside its options. For each method an
 Optuna study (TPE sampler, median pruner; SQLite storage under the study folder, so an
 interrupted search resumes where it stopped) runs the same number of trials. The first trial of
-every study is the method's defaults, so tuning can only match or beat them on dev.
+every study is the method's defaults, so tuning can only match or beat them on dev. Options fixed
+with ``--method-args`` leave the space; when what is left is a grid of choices no larger than the
+trials, the grid is searched exhaustively (Optuna's GridSampler) instead.
 
 A trial is an ordinary run of that one method (runner.py) on the **dev** split of the tuning
 benchmarks (``split="dev"``: test prompts are never loaded), scored by one criterion:
@@ -61,10 +63,23 @@ class TuneConfig:
     progress: bool = True
 
 
-def space_of(method: str) -> dict[str, Any]:
+def space_of(method: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The method's declared search space, less the options fixed by --method-args."""
     from .method import get_method
 
-    return dict(getattr(get_method(method), "search_space", {}) or {})
+    space = dict(getattr(get_method(method), "search_space", {}) or {})
+    return {k: d for k, d in space.items() if k not in (fixed or {})}
+
+
+def _grid(space: dict[str, Any], trials: int) -> dict[str, list[Any]] | None:
+    """The full grid when every searched option is a choice and ``trials`` covers it (then the
+    search is exhaustive rather than sampled), else None."""
+    from .search_space import Choice
+
+    if not space or not all(isinstance(d, Choice) for d in space.values()):
+        return None
+    size = math.prod(len(d.values) for d in space.values())
+    return {k: list(d.values) for k, d in space.items()} if size <= trials else None
 
 
 def _run_config(cfg: TuneConfig, method: str, args: dict[str, Any], limit: int | None) -> Any:
@@ -75,7 +90,8 @@ def _run_config(cfg: TuneConfig, method: str, args: dict[str, Any], limit: int |
                      out=cfg.out / cfg.study_id / "trials", judge=cfg.judge, data_dir=cfg.data_dir,
                      device=cfg.device, dtype=cfg.dtype, seed=cfg.seed, limit=limit, run_id=run_id,
                      progress=cfg.progress, method_args=args, split="dev", second_judge="none", drift=False,
-                     index=False, command=f"tune trial of {method}")
+                     index=False, command=f"tune trial of {method}",
+                     shared_dir=cfg.out / cfg.study_id / "shared")
 
 
 def score(results: dict[str, Any], method: str) -> dict[str, float | None]:
@@ -112,10 +128,6 @@ class Tuner:
             self._limit = plan.limit
             if not plan.safety:
                 raise UserError("tune needs safety or over-refusal benchmarks", "pass e.g. --benchmarks advbench,xstest")
-            fixed = set(self.cfg.method_args) & set(space_of(method))
-            if fixed:
-                raise UserError(f"{method}: {', '.join(sorted(fixed))} is both fixed (--method-args) and searched",
-                                "drop it from --method-args to tune it, or tune another method")
 
     @property
     def base(self) -> Any:
@@ -151,7 +163,7 @@ class Tuner:
         import optuna
 
         n_layers = getattr(self.base.model.config, "num_hidden_layers", None)
-        params = {k: suggest(trial, k, d, n_layers) for k, d in space_of(method).items()}
+        params = {k: suggest(trial, k, d, n_layers) for k, d in space_of(method, self.cfg.method_args).items()}
         args = self.trial_args(method, params)
         rungs = self._rungs()
         result: dict[str, Any] = {}
@@ -170,30 +182,35 @@ class Tuner:
         return float(result["value"])
 
     # -- studies --------------------------------------------------------------------------------------
-    def study(self, method: str) -> Any:
+    def study(self, method: str, space: dict[str, Any]) -> Any:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.dir.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(self.dir / 'optuna.sqlite3').resolve()}"
+        grid = _grid(space, self.cfg.trials)
+        sampler = (optuna.samplers.GridSampler(grid, seed=self.cfg.seed) if grid is not None
+                   else optuna.samplers.TPESampler(seed=self.cfg.seed))
         return optuna.create_study(
-            study_name=method, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=self.cfg.seed),
+            study_name=method, storage=storage, direction="maximize", load_if_exists=True, sampler=sampler,
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
 
     def tune_method(self, method: str) -> dict[str, Any]:
         import optuna
         from optuna.trial import TrialState
 
-        space = space_of(method)
-        study = self.study(method)
-        if not space:
+        space = space_of(method, self.cfg.method_args)
+        study = self.study(method, space)
+        if not space:  # nothing to choose: its dev scores still give the other studies a reference
+            if "scores" not in study.user_attrs:
+                args = dict(self.cfg.method_args)
+                study.set_user_attr("scores", score(self.run_trial(method, args, self._limit), method))
             return self.summary(method, study, space)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             # left running by an interrupted search: its run folder resumes when it is asked again
             study.enqueue_trial(t.params, skip_if_exists=False)
             study.tell(t.number, state=TrialState.FAIL)
-        if not study.trials:
+        if not study.trials and _grid(space, self.cfg.trials) is None:  # a grid holds the defaults already
             study.enqueue_trial({k: v for k, v in self.defaults(method).items() if k in space})
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         remaining = self.cfg.trials - done
@@ -225,8 +242,16 @@ class Tuner:
                            "rungs": {k: v for k, v in t.user_attrs.items() if k.startswith("rung")},
                            "run_id": t.user_attrs.get("run_id")})
         complete = [t for t in trials if t["state"] == "complete"]
-        best = max(complete, key=lambda t: (t["value"], -t["number"])) if complete else None
+        defaults = {k: v for k, v in self.defaults(method).items() if k in space}
+
+        def is_default(t: dict[str, Any]) -> bool:
+            return all(_text(t["params"].get(k)) == _text(v) for k, v in defaults.items())
+
+        # Ties go to the defaults (a change needs a dev gain), then to the earlier trial.
+        best = (max(complete, key=lambda t: (round(t["value"], 9), is_default(t), -t["number"]))
+                if complete else None)
         return {"space": {k: describe(d) for k, d in space.items()}, "trials": trials,
+                **({"scores": study.user_attrs["scores"]} if "scores" in study.user_attrs else {}),
                 "chosen": {k: _text(v) for k, v in best["params"].items()} if best else {},
                 "chosen_trial": best["number"] if best else None,
                 "value": best["value"] if best else None}

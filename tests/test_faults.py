@@ -365,7 +365,7 @@ def test_argparse_errors_are_one_line(capsys):
 
 def test_piping_into_head_ends_without_a_traceback(tmp_path):
     """`summary | head -1` closes the pipe early; the command must stop quietly."""
-    results = REPO / "reports" / "smollm2-135m-quick" / "results.json"
+    results = REPO / "reports" / "history" / "smollm2-135m-quick-v1" / "results.json"
     script = f"{sys.executable} -m safesteer_bench.cli summary {results} | head -c 10; exit ${{PIPESTATUS[0]}}"
     # A long table and a tiny pipe buffer make the write fail for sure.
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)

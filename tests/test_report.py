@@ -190,7 +190,7 @@ def test_summary_and_report_name_the_dominated_methods(tmp_path, capsys):
     assert ("No method is dominated" in caption) == (not any(beaten.values()))
 
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "smollm2-135m-quick"
+REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "history" / "smollm2-135m-quick-v1"
 
 
 def test_checked_in_reference_matches_readme_and_its_report():

@@ -108,7 +108,7 @@ def test_old_plans_stay_whole_set_plans_and_check_still_compares_them(tmp_path, 
     from safesteer_bench.cli_eval import load_plan
     from safesteer_bench.gate import plan_differences
 
-    old = Path(__file__).resolve().parents[1] / "reports" / "smollm2-135m-quick"
+    old = Path(__file__).resolve().parents[1] / "reports" / "history" / "smollm2-135m-quick-v1"
     run = tmp_path / "smollm2-135m-quick"
     shutil.copytree(old, run)
     doc = json.loads((run / "results.json").read_text())

@@ -12,7 +12,7 @@ from safesteer_bench.leaderboard import ranked_groups
 from safesteer_bench.plots import Point, _fitted_range, _place_labels, frontier_svg, pareto_front
 from safesteer_bench.report import capability_plot, tradeoff_plot
 
-REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "smollm2-135m-quick" / "results.json"
+REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "history" / "smollm2-135m-quick-v1" / "results.json"
 
 
 def test_pareto_front_respects_each_axis_direction():
