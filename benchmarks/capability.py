@@ -1,10 +1,14 @@
-"""Capability benchmarks (DESIGN §5): lm-eval tasks run on the Policy by
+"""Capability benchmarks (docs/architecture.md §5): lm-eval tasks run on the Policy by
 ``safesteer_bench.capability.run_capability``, reading local files so they work offline.
 
 Each ``task`` is a local lm-eval task (``safesteer_bench/lmeval_tasks/ssb_*.yaml``) that mirrors
 lm-eval's own task of the same name without the ``ssb_`` prefix (same prompts, shots, filters and
-metrics). Every metric is higher-is-better. Suite ``capability-5`` is DESIGN's default; the small
+metrics). Every metric is higher-is-better. Suite ``capability-5`` is the original design's default; the small
 profiles add ARC-Easy, where a 135M model is above chance: use :func:`capability_suite`.
+
+In the small profiles (smoke, demo, quick) the capability *score* leaves out MMLU (a 135M model
+answers "A": 0.298 for every method, at chance), GSM8K and HumanEval (0 for every method) and
+IFEval: they still run and are reported per task, but they only add noise to the composite.
 """
 
 from safesteer_bench.benchmark import PROFILE_EXTRAS, SUITES, BenchmarkSpec, register
@@ -12,7 +16,8 @@ from safesteer_bench.benchmark import PROFILE_EXTRAS, SUITES, BenchmarkSpec, reg
 _LM_EVAL = "lm-eval"  # scored by lm-eval's own metrics, no judge
 
 MMLU = register(BenchmarkSpec(
-    name="mmlu", kind="capability", task="ssb_mmlu", harmful=False, default_judge=_LM_EVAL,
+    name="mmlu", kind="capability", small_model_composite=False,
+    task="ssb_mmlu", harmful=False, default_judge=_LM_EVAL,
     description="MMLU, 57 subjects, lm-eval `mmlu` format (0-shot, A-D log-likelihood); "
                 "accuracy weighted by subject size (higher is better)",
     source="hendrycks/test via the local mmlu/test + mmlu/dev CSVs",
@@ -32,7 +37,8 @@ ARC_EASY = register(BenchmarkSpec(
     source="allenai ARC-V1-Feb2018 ARC-Easy-Test.jsonl",
 ))
 GSM8K = register(BenchmarkSpec(
-    name="gsm8k", kind="capability", task="ssb_gsm8k", harmful=False, default_judge=_LM_EVAL,
+    name="gsm8k", kind="capability", small_model_composite=False,
+    task="ssb_gsm8k", harmful=False, default_judge=_LM_EVAL,
     description="GSM8K test (1319), lm-eval `gsm8k` (5-shot, greedy; exemplars drawn from the "
                 "test split minus the question itself); exact match, strict and flexible "
                 "(higher is better)",
@@ -46,14 +52,16 @@ TRUTHFULQA_MC2 = register(BenchmarkSpec(
     source="sylinrl/TruthfulQA data/v1/mc_task.json",
 ))
 HUMANEVAL = register(BenchmarkSpec(
-    name="humaneval", kind="capability", task="ssb_humaneval", harmful=False,
+    name="humaneval", kind="capability", small_model_composite=False,
+    task="ssb_humaneval", harmful=False,
     default_judge=_LM_EVAL,
     description="HumanEval (164), lm-eval `humaneval` (0-shot, greedy); pass@1 (higher is "
                 "better). Executes model-written code: skipped unless --allow-code-execution",
     source="openai/human-eval data/HumanEval.jsonl.gz",
 ))
 IFEVAL = register(BenchmarkSpec(
-    name="ifeval", kind="capability", task="ssb_ifeval", harmful=False, default_judge=_LM_EVAL,
+    name="ifeval", kind="capability", small_model_composite=False,
+    task="ssb_ifeval", harmful=False, default_judge=_LM_EVAL,
     description="IFEval (541), lm-eval `ifeval`; prompt/instruction-level strict/loose accuracy "
                 "(higher is better). Needs langdetect, immutabledict and nltk punkt_tab: "
                 "skipped with the reason when they are missing",

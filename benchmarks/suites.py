@@ -1,6 +1,6 @@
 """Suites of safety benchmarks (capability suites live in ``capability.py``).
 
-``safety-7``      the seven safety benchmarks of DESIGN §5 (harmful prompts; XSTest mixed)
+``safety-7``      the seven safety benchmarks of docs/architecture.md §5 (harmful prompts; XSTest mixed)
 ``over-refusal``  benign prompts only: XSTest's safe half, JBB benign, held-out Alpaca
 """
 

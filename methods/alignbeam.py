@@ -1,4 +1,4 @@
-"""alignbeam: training-free safety transfer from an aligned anchor at decoding time (DESIGN §4).
+"""alignbeam: training-free safety transfer from an aligned anchor at decoding time (docs/architecture.md §4).
 
 The policy is the target D (the run's base model) whose generation goes through
 ``safesteer_bench.alignbeam.AlignBeamDecoder``; log-likelihood tasks see D itself.

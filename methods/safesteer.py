@@ -1,6 +1,6 @@
 """safesteer: on-policy distillation of the steered teacher, reverse KL restricted to safety tokens.
 
-DESIGN §4: teacher πt = π0 + the run's steering hook (frozen); the safety-token set S is voted on
+docs/architecture.md §4: teacher πt = π0 + the run's steering hook (frozen); the safety-token set S is voted on
 harmless prompts (``safesteer_bench.token_set``); the student (LoRA by default) is trained on the
 run's Budget with ``safesteer_bench.distill.OnPolicyDistiller`` and the loss restricted to S.
 ``global-kl`` (methods/global_kl.py) is this class with S = the whole vocabulary.

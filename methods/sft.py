@@ -1,4 +1,4 @@
-"""sft: supervised fine-tuning on refusals written by the steered teacher (DESIGN §4).
+"""sft: supervised fine-tuning on refusals written by the steered teacher (docs/architecture.md §4).
 
 Targets = the steered teacher's greedy generations on the Budget's prompts that the refusal judge
 (keywords) marks as refusals; a prompt whose teacher answer is not a refusal gets a fixed refusal

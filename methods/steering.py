@@ -1,4 +1,4 @@
-"""steering: inference-time activation steering with the run's shared refusal direction (DESIGN §4)."""
+"""steering: inference-time activation steering with the run's shared refusal direction (docs/architecture.md §4)."""
 
 from __future__ import annotations
 

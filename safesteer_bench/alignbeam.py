@@ -1,4 +1,4 @@
-"""ALIGNBEAM-style decoding: training-free safety transfer from an aligned anchor (DESIGN §4).
+"""ALIGNBEAM-style decoding: training-free safety transfer from an aligned anchor (docs/architecture.md §4).
 
 Target D (the run's model), anchor A (aligned; its own tokenizer, possibly another vocabulary),
 judge J. For every prompt:
@@ -63,7 +63,7 @@ from .judges import Verdict, get_judge, is_harmful
 
 @dataclass
 class AlignBeamConfig:
-    """Parameters of ALIGNBEAM decoding (DESIGN §4 "alignbeam").
+    """Parameters of ALIGNBEAM decoding (docs/architecture.md §4 "alignbeam").
 
     ``alpha``: weight of the anchor in the mixture; ``prefix_steps`` (m): mixed steps;
     ``beams`` (K); ``anchor_top_n`` (n): anchor tokens translated per step (cross vocabulary);

@@ -1,4 +1,4 @@
-"""Benchmark specs and suites (DESIGN §2, §5).
+"""Benchmark specs and suites (docs/architecture.md §2, §5).
 
 A benchmark is declared once, as data, in ``benchmarks/<name>.py`` (in the spirit of lm-eval's
 task YAMLs): where its prompts come from, whether they are harmful, which judge scores it by
@@ -29,6 +29,9 @@ class BenchmarkSpec:
     max_new_tokens: int | None = None  # None: the profile's cap
     source: str = ""
     task: str | None = None  # capability: the lm-eval task name (local YAML) it runs
+    # capability: counted in the small profiles' capability score. False for tasks a ~100M model
+    # cannot be above chance on (its score would only add noise to the composite).
+    small_model_composite: bool = True
 
     def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0,
                 split: str | None = "test") -> list[Prompt]:

@@ -1,6 +1,6 @@
 """The training Budget shared by every training method of a run, and spent-compute accounting.
 
-DESIGN §2: the Budget is the part of a config that must be identical across training methods in
+docs/architecture.md §2: the Budget is the part of a config that must be identical across training methods in
 one run — the training prompts (same list, same order, same seed), optimizer steps, samples per
 prompt, max new tokens, learning-rate schedule, LoRA rank/targets or full fine-tuning. Each method
 also reports what it actually *spent* (:class:`Spent`): generated tokens, trained tokens, forward

@@ -1,4 +1,4 @@
-"""Capability suites through lm-eval, offline, on any Policy (DESIGN §5).
+"""Capability suites through lm-eval, offline, on any Policy (docs/architecture.md §5).
 
 One call does it::
 

@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flag(run)
 
     sub.add_parser("models", help="list model aliases and whether each is available here")
-    sub.add_parser("methods", help="list alignment methods")
+    methods = sub.add_parser("methods", help="list alignment methods")
+    methods.add_argument("--details", action="store_true",
+                         help="also each method's options (--method-args keys) and what `tune` searches")
     sub.add_parser("benchmarks", help="list benchmarks and suites")
 
     judges = sub.add_parser("judges", help="list judges, or validate one against human labels")
@@ -253,7 +255,27 @@ def cmd_methods(args: argparse.Namespace) -> int:
     get_method("base")  # import the registrations
     for name, method in METHODS:
         print(f"{name:<12} {method.kind:<10} {method.description}")
+        if getattr(args, "details", False):
+            print(_method_details(name, method))
     return 0
+
+
+def _method_details(name: str, method: object) -> str:
+    """The --method-args keys a method reads (from options.OPTIONS) and its tune search space."""
+    from .options import OPTIONS
+    from .search_space import describe
+
+    readers = {"steering": ("steering teacher",), "safesteer": ("safesteer", "steering teacher"),
+               "global-kl": ("global-kl", "steering teacher"), "sft": ("sft", "steering teacher"),
+               "alignbeam": ("alignbeam",)}.get(name, ())
+    keys = [k for k, spec in OPTIONS.items() if any(r in spec.methods for r in readers)]
+    space = getattr(method, "search_space", {}) or {}
+    defaults = getattr(method, "defaults", {}) or {}
+    lines = [f"    options: {', '.join(keys) or '(none)'}"]
+    for key, dist in space.items():
+        default = f" (default {defaults[key]})" if key in defaults else ""
+        lines.append(f"    tune: {key} in {describe(dist)}{default}")
+    return "\n".join(lines)
 
 
 @command("benchmarks")

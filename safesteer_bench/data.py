@@ -2,7 +2,7 @@
 
 Every file the harness reads is pinned here (source URL at a fixed commit, sha256, row count), so
 a run is reproducible and ``safesteer-bench data verify`` can prove a data folder is the expected
-one. Files are found in this order (DESIGN.md §6):
+one. Files are found in this order (docs/architecture.md §6):
 
 1. the explicit ``data_dir`` (the CLI's ``--data-dir``),
 2. ``$SAFESTEER_BENCH_DATA``,

@@ -1,6 +1,6 @@
 """On-policy distillation from the steered teacher (SafeSteer and global-KL), and the SFT trainer.
 
-One trainer, one code path (DESIGN §4): SafeSteer restricts the reverse KL to the safety-token set
+One trainer, one code path (docs/architecture.md §4): SafeSteer restricts the reverse KL to the safety-token set
 S; global-KL is the same trainer with ``token_ids=None`` (S = the whole vocabulary, i.e. TRL's GKD
 with lmbda = 1, beta = 1). Per optimizer step:
 

@@ -1,4 +1,4 @@
-"""Batched chat generation (DESIGN §2): left padding, the model's chat template, greedy by default.
+"""Batched chat generation (docs/architecture.md §2): left padding, the model's chat template, greedy by default.
 
 ``GenerationEngine`` is the interface every backend implements; ``HFEngine`` is the transformers
 backend. A vLLM backend would implement the same ``generate`` and be chosen by the Policy.

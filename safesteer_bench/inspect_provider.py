@@ -1,4 +1,4 @@
-"""An inspect-ai model provider that serves an in-process Policy (DESIGN §2, §5).
+"""An inspect-ai model provider that serves an in-process Policy (docs/architecture.md §2, §5).
 
 Safety benchmarks run as inspect-ai Tasks; the model behind them is a :class:`~.policy.Policy`
 (base model + method: adapter, hooks, custom decoder), which no inspect provider knows how to

@@ -1,4 +1,4 @@
-"""The Method interface and registry (DESIGN §2).
+"""The Method interface and registry (docs/architecture.md §2).
 
 A method turns the base model into a Policy. Training methods spend the run's shared Budget in
 ``prepare``; inference methods may compute an artifact there too (a steering direction). The

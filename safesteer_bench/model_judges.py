@@ -1,4 +1,4 @@
-"""Model judges through inspect-ai, so any inspect provider serves them (DESIGN §5).
+"""Model judges through inspect-ai, so any inspect provider serves them (docs/architecture.md §5).
 
 Four judges register into :data:`~.judges.JUDGES` next to ``keywords`` and ``xstest-rules``:
 
@@ -261,7 +261,7 @@ class ModelJudge:
             self.max_tokens = max_tokens
         self.stats: dict[str, int] = {"calls": 0, "parse_errors": 0}
         # The instance's name says which model judged: judged rows and stored agreement carry it,
-        # so a judge measured with one model is never reported as another (DESIGN §5).
+        # so a judge measured with one model is never reported as another (docs/architecture.md §5).
         self.registry_name = type(self).name
         self.name = f"{self.registry_name}({self.model})"
 

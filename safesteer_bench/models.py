@@ -1,4 +1,4 @@
-"""Model specs, aliases and loading (DESIGN §2, §3).
+"""Model specs, aliases and loading (docs/architecture.md §2, §3).
 
 A ModelSpec names a model by alias, Hugging Face id, local directory or GGUF file. Loading always
 goes through safetensors: GGUF files (the embedded SmolLM2 in particular) are dequantized once and

@@ -1,4 +1,4 @@
-"""Policy: what a method produces and what benchmarks consume (DESIGN §2).
+"""Policy: what a method produces and what benchmarks consume (docs/architecture.md §2).
 
 A Policy is a model (possibly with a LoRA adapter), the hooks that must be active while it runs,
 and a fingerprint. Every cache key uses the fingerprint, never a bare model name.

@@ -39,6 +39,8 @@ class Profile:
     capability_generate_limit: int | None = None  # None: same as capability_limit
     # Direction search cost control: screen every k-th layer, then refine around the best.
     direction_layer_stride: int = 1
+    # Small-model profile: the capability score leaves out tasks marked small_model_composite=False.
+    small: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,11 +65,11 @@ PROFILES: dict[str, Profile] = {
                 learning_rate=2e-4, lora_rank=16, direction_prompts=64, direction_val_prompts=16,
                 token_set_prompts=16, token_set_samples=8, capability_limit=50,
                 capability_generate_limit=10, direction_layer_stride=2),
-        Profile("paper", "the DESIGN defaults (GPU)", eval_limit=None, max_new_tokens=256,
+        Profile("paper", "the original design's defaults (GPU)", eval_limit=None, max_new_tokens=256,
                 batch_size=32, train_prompts=None, samples_per_prompt=8, train_max_new_tokens=128,
                 prompts_per_step=8, learning_rate=1e-4, lora_rank=16, direction_prompts=128,
                 direction_val_prompts=32, token_set_prompts=32, token_set_samples=8,
-                capability_limit=None),
+                capability_limit=None, small=False),
     ]
 }
 

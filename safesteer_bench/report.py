@@ -70,8 +70,8 @@ def summary_rows(results: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[st
 def _dominance_caption(scores: dict[str, dict[str, Any]]) -> str:
     beaten = {m: by for m, by in dominated_by(scores).items() if by}
     if not beaten:
-        return " No method is dominated on safety, over-refusal and capability (point estimates)."
-    return (" Dominated on safety, over-refusal and capability (point estimates): "
+        return " No method is dominated on safety, over-refusal, capability and benign agreement (point estimates)."
+    return (" Dominated on safety, over-refusal, capability and benign agreement (point estimates): "
             + "; ".join(f"{m} by {', '.join(by)}" for m, by in beaten.items()) + ".")
 
 

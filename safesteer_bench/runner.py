@@ -1,4 +1,4 @@
-"""The runner: plan -> prepare (train) -> generate -> judge -> aggregate -> report (DESIGN §7).
+"""The runner: plan -> prepare (train) -> generate -> judge -> aggregate -> report (docs/architecture.md §7).
 
 Every stage is keyed by fingerprints and written atomically under ``runs/<run-id>/``; re-running
 the same command skips finished stages, so an interrupted run resumes without losing work. The run
@@ -498,7 +498,8 @@ class Runner:
             "command": self.plan.config.command,
             "environment": _environment(),
             "plan": self.plan.to_dict(),
-            "benchmarks": {**{s.name: _benchmark_info(s, self.plan.judge_for(s)) for s in self.plan.benchmarks},
+            "benchmarks": {**{s.name: _benchmark_info(s, self.plan.judge_for(s), self.plan.profile)
+                              for s in self.plan.benchmarks},
                            **({DRIFT_BENCHMARK: DRIFT_INFO} if self.plan.config.drift else {})},
             "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
             "results": results,
@@ -574,9 +575,12 @@ def _judge_agreement(judges: set[str], data_dir: Path | None) -> dict[str, Any]:
     return {name: a for name in sorted(judges) if (a := stored_agreement(name, data_dir)) is not None}
 
 
-def _benchmark_info(spec: BenchmarkSpec, judge: str) -> dict[str, Any]:
-    return {"kind": spec.kind, "description": spec.description, "judge": judge,
+def _benchmark_info(spec: BenchmarkSpec, judge: str, profile: Profile | None = None) -> dict[str, Any]:
+    info = {"kind": spec.kind, "description": spec.description, "judge": judge,
             "harmful": spec.harmful, "source": spec.source}
+    if spec.kind == "capability":
+        info["composite"] = spec.small_model_composite or not (profile is not None and profile.small)
+    return info
 
 
 def _method_info(workdir: Path, name: str) -> dict[str, Any]:

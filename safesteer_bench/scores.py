@@ -20,7 +20,8 @@ from typing import Any
 
 SAFETY_DEF = "mean over safety benchmarks of 1 − harmful rate (higher is safer)"
 OVER_REFUSAL_DEF = "mean over benign prompt sets of the over-refusal rate (lower is better)"
-CAPABILITY_DEF = "mean accuracy over capability tasks (higher is better)"
+CAPABILITY_DEF = ("mean accuracy over capability tasks (higher is better; the small profiles leave out MMLU, "
+                  "GSM8K, HumanEval and IFEval, where a ~100M model is at chance or 0)")
 
 
 def _value(metric: Any) -> float | None:
@@ -92,18 +93,34 @@ def score_intervals(per_bench: dict[str, Any], kinds: dict[str, str]) -> dict[st
             "capability": mean_interval(_capability_metrics(per_bench, kinds))}
 
 
+def drift_agreement(per_bench: dict[str, Any]) -> dict[str, Any] | None:
+    """The benign-drift top-1 agreement metric with the base model (a capability tax), if run."""
+    metric = (per_bench.get("benign-drift") or {}).get("benign_top1_agreement")
+    return metric if isinstance(metric, dict) and _value(metric) is not None else None
+
+
 def method_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{method: {safety, over_refusal, capability, ci}} for a results.json document; ``ci`` maps
-    each score to its 95 % interval (:func:`score_intervals`)."""
-    kinds = {name: info.get("kind", "safety") for name, info in results.get("benchmarks", {}).items()}
-    return {
-        method: {"safety": safety_score(per, kinds), "over_refusal": over_refusal(per, kinds),
-                 "capability": capability_score(per, kinds), "ci": score_intervals(per, kinds)}
-        for method, per in results.get("results", {}).items()
-    }
+    """{method: {safety, over_refusal, capability, agreement, ci}} for a results.json document;
+    ``agreement`` is benign top-1 agreement with the base (drift); ``ci`` maps each score to its
+    95 % interval (:func:`score_intervals`)."""
+    # A capability task left out of the composite (small profiles, composite: false) keeps its
+    # per-task numbers but is not a "capability" input here.
+    kinds = {name: "capability-excluded" if info.get("composite") is False else info.get("kind", "safety")
+             for name, info in results.get("benchmarks", {}).items()}
+    out = {}
+    for method, per in results.get("results", {}).items():
+        agreement = drift_agreement(per)
+        ci = score_intervals(per, kinds)
+        ci["agreement"] = (agreement["ci_low"], agreement["ci_high"]) if agreement else None
+        out[method] = {"safety": safety_score(per, kinds), "over_refusal": over_refusal(per, kinds),
+                       "capability": capability_score(per, kinds),
+                       "agreement": agreement["value"] if agreement else None, "ci": ci}
+    return out
 
 
-AXES = (("safety", 1), ("over_refusal", -1), ("capability", 1))  # (score, +1 higher is better)
+# (score, +1 higher is better). Benign agreement with the base is the capability tax a small
+# model can show; it counts in dominance like capability.
+AXES = (("safety", 1), ("over_refusal", -1), ("capability", 1), ("agreement", 1))
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -126,7 +143,7 @@ def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
     return f"{100 * value:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
-SUMMARY_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "dominated by", "generated tok",
+SUMMARY_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "benign agreement ↑", "dominated by", "generated tok",
                    "trained tok", "prep+train s", "peak MB"]
 
 
@@ -142,7 +159,7 @@ def summary_rows(results: dict[str, Any], methods: list[str] | None = None) -> l
             continue
         spent = ((results.get("methods", {}).get(method) or {}).get("artifact") or {}).get("spent") or {}
         compute = [spent.get(k) for k in ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")]
-        cells = [_cell(s[k], s["ci"][k]) for k in ("safety", "over_refusal", "capability")]
+        cells = [_cell(s[k], s["ci"].get(k)) for k in ("safety", "over_refusal", "capability", "agreement")]
         cells.append(", ".join(beaten[method]) or "none")
         cells += ["—" if v is None else f"{v:,.0f}" for v in compute]
         rows.append((method, cells))

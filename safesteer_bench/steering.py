@@ -1,4 +1,4 @@
-"""Refusal-direction steering (DESIGN §4 "steering"), in the style of Arditi et al.'s reference code.
+"""Refusal-direction steering (docs/architecture.md §4 "steering"), in the style of Arditi et al.'s reference code.
 
 Three steps:
 
@@ -427,7 +427,7 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
                    layer_stride: int | None = None, select: str = "generate",
                    target_refusal: float = TARGET_REFUSAL, coef_grid: Sequence[float] = COEF_GRID,
                    batch_size: int | None = None, layer: int | None = None) -> "SteeringDirection":
-    """DESIGN §4 steering steps 1-3 on ``base`` (a LoadedModel) with ``profile``'s prompt counts.
+    """docs/architecture.md §4 steering steps 1-3 on ``base`` (a LoadedModel) with ``profile``'s prompt counts.
 
     ``layer`` pins the block (only its candidates are scored; the rest of the search is the same).
     """
@@ -526,7 +526,7 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
             from .errors import UserError
 
             raise UserError(f"direction layer {layer} is outside the searched blocks 0..{max_layer - 1}",
-                            f"pass --method-args layer=N with 0 <= N < {max_layer} (DESIGN drops layers >= 0.8 L)")
+                            f"pass --method-args layer=N with 0 <= N < {max_layer} (blocks >= 0.8 L are never searched)")
         info["layer_pinned"] = layer
         run([layer])
     else:

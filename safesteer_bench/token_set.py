@@ -1,4 +1,4 @@
-"""SafeSteer's safety-token set S, chosen by voting over contrastive log-probabilities (DESIGN §4).
+"""SafeSteer's safety-token set S, chosen by voting over contrastive log-probabilities (docs/architecture.md §4).
 
 1. Harmless validation prompts that the base model π0 does not refuse (greedy answer, keyword
    judge).

@@ -107,3 +107,10 @@ def test_bad_tune_input_is_one_line(argv, needle, tmp_path, capsys, data_dir):
         code = exc.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) <= 2 and needle in "\n".join(err)
+
+
+def test_methods_details_lists_options_and_search_spaces(capsys):
+    assert main(["methods", "--details"]) == 0
+    out = capsys.readouterr().out
+    assert "tune: loss_variant in {partial, renormalize, tail-bucket} (default tail-bucket)" in out
+    assert "tune: layer in blocks 0.2·L .. 0.8·L" in out and "options: alpha" in out
