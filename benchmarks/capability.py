@@ -7,8 +7,12 @@ metrics). Every metric is higher-is-better. Suite ``capability-5`` is the origin
 profiles add ARC-Easy, where a 135M model is above chance: use :func:`capability_suite`.
 
 In the small profiles (smoke, demo, quick) the capability *score* leaves out MMLU (a 135M model
-answers "A": 0.298 for every method, at chance), GSM8K and HumanEval (0 for every method) and
-IFEval: they still run and are reported per task, but they only add noise to the composite.
+answers "A": 0.298 for every method, at chance), ARC-Challenge (at chance), GSM8K and HumanEval
+(0 for every method), IFEval, and TruthfulQA-MC2 (too costly to size on CPU, see below): they
+still run and are reported per task, but they would only add noise to the composite. ``quick``
+sizes the task that counts (ARC-Easy) for a 95 % interval of at most +-3 points (1,068
+documents, ~4 min per policy on 2 cores; ``Profile.capability_halfwidth``); smoke and demo stay
+CI-sized.
 """
 
 from safesteer_bench.benchmark import PROFILE_EXTRAS, SUITES, BenchmarkSpec, register
@@ -22,8 +26,11 @@ MMLU = register(BenchmarkSpec(
                 "accuracy weighted by subject size (higher is better)",
     source="hendrycks/test via the local mmlu/test + mmlu/dev CSVs",
 ))
+# ARC-Challenge is at chance at 135M (base SmolLM2 on 1,068 test questions: acc 0.248, acc_norm
+# 0.265 [0.239, 0.292] against 0.25), so the small profiles' score leaves it out too.
 ARC_CHALLENGE = register(BenchmarkSpec(
     name="arc-challenge", kind="capability", task="ssb_arc_challenge", harmful=False,
+    small_model_composite=False,
     default_judge=_LM_EVAL,
     description="ARC-Challenge test (1172), lm-eval `arc_challenge` (0-shot); acc, acc_norm "
                 "(higher is better)",
@@ -44,8 +51,12 @@ GSM8K = register(BenchmarkSpec(
                 "(higher is better)",
     source="openai/grade-school-math test.jsonl",
 ))
+# TruthfulQA-MC2 stays out of the small profiles' score: its 6-shot primer makes every request
+# ~500 tokens, so the whole task (needed for a worst-case +-3.4-point interval) took ~35 min per
+# policy on 2 CPU cores (6,204 requests at ~2.9/s; ARC-Easy's 2,376 documents took 8 min).
 TRUTHFULQA_MC2 = register(BenchmarkSpec(
     name="truthfulqa-mc2", kind="capability", task="ssb_truthfulqa_mc2", harmful=False,
+    small_model_composite=False,
     default_judge=_LM_EVAL,
     description="TruthfulQA MC2 (817), lm-eval `truthfulqa_mc2` (6-shot QA primer); probability "
                 "mass on true answers (higher is better)",

@@ -30,7 +30,8 @@ class BenchmarkSpec:
     source: str = ""
     task: str | None = None  # capability: the lm-eval task name (local YAML) it runs
     # capability: counted in the small profiles' capability score. False for tasks a ~100M model
-    # cannot be above chance on (its score would only add noise to the composite).
+    # cannot be above chance on (its score would only add noise to the composite) or that cannot be
+    # sized to a useful interval on CPU (see profiles.Profile.capability_halfwidth).
     small_model_composite: bool = True
 
     def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0,

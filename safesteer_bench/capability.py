@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .data import read_csv, resolve
 from .errors import UserError
@@ -649,6 +649,12 @@ def local_task(task: str) -> LocalTask | None:
     return None
 
 
+def is_generation_task(task: str | None) -> bool:
+    """Whether ``task`` is one of the local generate_until tasks (GSM8K, HumanEval, IFEval)."""
+    lt = local_task(task) if task else None
+    return lt is not None and lt.output_type == "generate_until"
+
+
 def task_limit(task: str, limit: int | None) -> int | None:
     """lm-eval's per-task ``limit`` for a benchmark ``limit``: a group spreads it over its
     subtasks (ceil), so MMLU at limit 20 scores 57 questions (1 per subject), not 57 × 20."""
@@ -670,7 +676,8 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
                    batch_size: int = 8, cache: Path | None = None, use_cache: bool = True,
                    num_fewshot: int | None = None, bootstrap_iters: int = 100_000,
                    generate_limit: int | None = None,
-                   generate_batch_size: int | None = None) -> dict[str, dict[str, Any]]:
+                   generate_batch_size: int | None = None,
+                   limits: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Score ``policy`` on capability ``benchmarks`` (specs with ``kind="capability"``) with lm-eval.
 
     Returns ``{benchmark: {metric: {"value", "stderr", "n", "direction"}, "scored_via",
@@ -685,6 +692,7 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
     task) except that a group spreads it over its subtasks (:func:`task_limit`); None = all.
     ``generate_limit`` replaces ``limit`` for generation tasks (GSM8K, HumanEval, IFEval) when given;
     ``generate_batch_size`` batches their requests (default ``batch_size``, see :func:`make_policy_lm`).
+    ``limits`` gives chosen benchmarks their own document count (the profile's interval sizing).
     ``seed`` offsets lm-eval's seeds (0 reproduces lm-eval's defaults); ``num_fewshot`` overrides
     the tasks' defaults as ``lm_eval --num_fewshot`` does (MMLU 5-shot: 5); ``cache`` is the
     cache root (default :func:`safesteer_bench.paths.cache_dir`); ``use_cache=False`` turns off
@@ -700,8 +708,8 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
         if spec.kind != "capability" or not spec.task:
             raise ValueError(f"benchmark {spec.name} is not a capability benchmark with a task")
         lt = local_task(spec.task)
-        docs = generate_limit if generate_limit is not None and lt is not None and \
-            lt.output_type == "generate_until" else limit
+        docs = generate_limit if generate_limit is not None and is_generation_task(spec.task) else limit
+        docs = (limits or {}).get(spec.name, docs)
         base = {"lm_eval_task": spec.task, "limit": docs,
                 "limit_per_task": task_limit(spec.task, docs),
                 "lm_eval_equivalent": (spec.task.replace("ssb_", "", 1) if lt else spec.task)}

@@ -6,6 +6,7 @@ algorithm. Anything a method needs to size itself reads it from here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from .errors import unknown_name
@@ -41,6 +42,17 @@ class Profile:
     direction_layer_stride: int = 1
     # Small-model profile: the capability score leaves out tasks marked small_model_composite=False.
     small: bool = True
+    # Multiple-choice tasks that count in the capability score run enough documents for a 95 %
+    # interval of at most +-this on any accuracy (n = (1.96 * 0.5 / h)^2, capped at the task's size),
+    # instead of capability_limit. None: capability_limit for every task (smoke, demo: CI-sized).
+    capability_halfwidth: float | None = None
+
+    def sized_documents(self) -> int | None:
+        """Documents for a worst-case (p = 0.5) 95 % half-width of ``capability_halfwidth``
+        (lm-eval takes the whole task when it has fewer)."""
+        if self.capability_halfwidth is None:
+            return None
+        return math.ceil((1.959964 * 0.5 / self.capability_halfwidth) ** 2)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +76,7 @@ PROFILES: dict[str, Profile] = {
                 samples_per_prompt=4, train_max_new_tokens=40, prompts_per_step=4,
                 learning_rate=2e-4, lora_rank=16, direction_prompts=64, direction_val_prompts=16,
                 token_set_prompts=16, token_set_samples=8, capability_limit=50,
-                capability_generate_limit=10, direction_layer_stride=2),
+                capability_generate_limit=10, direction_layer_stride=2, capability_halfwidth=0.03),
         Profile("paper", "the original design's defaults (GPU)", eval_limit=None, max_new_tokens=256,
                 batch_size=32, train_prompts=None, samples_per_prompt=8, train_max_new_tokens=128,
                 prompts_per_step=8, learning_rate=1e-4, lora_rank=16, direction_prompts=128,

@@ -139,6 +139,18 @@ class Plan:
         return [b for b in self.benchmarks if b.kind == "capability"]
 
     @property
+    def capability_sized(self) -> dict[str, int]:
+        """Documents of the multiple-choice tasks that count in the capability score, sized by the
+        profile's ``capability_halfwidth`` (empty when the profile or --capability-limit sets none)."""
+        from .capability import is_generation_task
+
+        n = self.profile.sized_documents()
+        if n is None or self.config.capability_limit is not None:
+            return {}
+        return {b.name: n for b in self.capability
+                if (b.small_model_composite or not self.profile.small) and not is_generation_task(b.task)}
+
+    @property
     def trains(self) -> bool:
         return any(get_method(m).kind == "training" for m in self.config.methods)
 
@@ -226,6 +238,9 @@ def describe_plan(plan: Plan) -> str:
     if plan.capability:
         lines.append(f"  capability documents per task: {plan.capability_limit or 'all'} "
                      f"(generation tasks: {plan.capability_generate_limit or 'all'})")
+        if plan.capability_sized:
+            lines.append(f"  sized for +-{plan.profile.capability_halfwidth * 100:g} points (95 %): "
+                         + ", ".join(f"{k} {v}" for k, v in plan.capability_sized.items()))
     return "\n".join(lines)
 
 
@@ -386,9 +401,10 @@ class Runner:
 
     def _capability_key(self, policy: Policy) -> str:
         cfg = self.plan.config
+        sized = [self.plan.capability_sized] if self.plan.capability_sized else []  # old keys unchanged
         return fingerprint(policy.fingerprint, [b.name for b in self.plan.capability], self.plan.capability_limit,
                            self.plan.capability_generate_limit,
-                           cfg.allow_code_execution, cfg.eval_seed)
+                           cfg.allow_code_execution, cfg.eval_seed, *sized)
 
     def run_capability(self, name: str, policy: Policy) -> None:
         from .capability import run_capability
@@ -398,6 +414,7 @@ class Runner:
         results = run_capability(policy, self.plan.capability, self.plan.capability_limit, cfg.data_dir,
                                  self.dir / "capability" / name, allow_code_execution=cfg.allow_code_execution,
                                  seed=cfg.eval_seed, generate_limit=self.plan.capability_generate_limit,
+                                 limits=self.plan.capability_sized,
                                  generate_batch_size=self.plan.profile.batch_size)
         write_json_atomic(self.dir / "capability" / f"{name}.json",
                           {"key": self._capability_key(policy), "plan": self._capability_plan(), "results": results})
@@ -416,7 +433,8 @@ class Runner:
 
     def _capability_plan(self) -> dict[str, Any]:
         cfg = self.plan.config
-        return {"limit": self.plan.capability_limit, "generate_limit": self.plan.capability_generate_limit,
+        sized = {"sized": self.plan.capability_sized} if self.plan.capability_sized else {}
+        return {**sized, "limit": self.plan.capability_limit, "generate_limit": self.plan.capability_generate_limit,
                 "code": cfg.allow_code_execution, "seed": cfg.eval_seed}
 
     def context(self, name: str) -> MethodContext:

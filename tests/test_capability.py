@@ -280,6 +280,23 @@ def test_plan_caps_generation_tasks_unless_the_limit_is_explicit():
     assert plan(capability_limit=7, capability_generate_limit=3).capability_generate_limit == 3
 
 
+def test_quick_sizes_the_scored_multiple_choice_tasks_for_three_point_intervals():
+    from safesteer_bench.profiles import get_profile
+    from safesteer_bench.runner import RunConfig, describe_plan, make_plan
+
+    plan = make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5", profile="quick"))
+    # 1.96 * sqrt(0.25 / 1068) = 0.02999: any accuracy's 95 % interval is at most +-3 points
+    assert plan.capability_sized == {"arc-easy": 1068}
+    assert 1.959964 * (0.25 / 1068) ** 0.5 <= 0.03 < 1.959964 * (0.25 / 1067) ** 0.5
+    assert "arc-easy 1068" in describe_plan(plan)
+    # tasks left out of the small score (chance-level, generation, too costly) keep the plain limit
+    assert get_profile("smoke").sized_documents() is None
+    smoke = make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5", profile="smoke"))
+    assert smoke.capability_sized == {}
+    assert make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5",
+                               profile="quick", capability_limit=30)).capability_sized == {}
+
+
 def test_code_execution_refused_without_opt_in(monkeypatch):
     monkeypatch.delenv(cap.CODE_EXECUTION_ENV, raising=False)
     with pytest.raises(UserError, match="allow-code-execution"):
