@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import UserError
+from safesteer_bench.errors import UserError
 
 # A run id names one folder under --out: one path component, no separators, no leading dot
 # (hidden, ".", ".."), no characters a shell, a URL or an HTML attribute would treat specially.

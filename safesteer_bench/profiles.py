@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .errors import unknown_name
+from safesteer_bench.errors import unknown_name
 
 
 @dataclass(frozen=True)

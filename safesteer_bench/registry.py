@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from .errors import unknown_name
+from safesteer_bench.errors import unknown_name
 
 T = TypeVar("T")
 

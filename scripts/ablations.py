@@ -56,7 +56,7 @@ def run_variant(name: str, args: argparse.Namespace) -> Path | None:
 def table(paths: dict[str, Path]) -> str:
     """One row per (variant, method): SafeSteer everywhere, plus base and steering of the runs
     that have them (their direction differs in ``prompts``)."""
-    from safesteer_bench.scores import SUMMARY_COLUMNS, markdown_table, summary_rows
+    from safesteer_bench.reporting.scores import SUMMARY_COLUMNS, markdown_table, summary_rows
 
     rows = []
     for name, path in paths.items():

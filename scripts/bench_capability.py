@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from safesteer_bench.benchmark import BENCHMARKS
-from safesteer_bench.capability import capability_metrics, run_capability
-from safesteer_bench.models import load_model, resolve_model
-from safesteer_bench.policy import Policy
+from safesteer_bench.evaluation.benchmark import BENCHMARKS
+from safesteer_bench.evaluation.capability import capability_metrics, run_capability
+from safesteer_bench.modeling.models import load_model, resolve_model
+from safesteer_bench.modeling.policy import Policy
 
 import safesteer_bench.benchmarks  # noqa: F401  (registers the specs)
 

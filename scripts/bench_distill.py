@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from safesteer_bench.budget import Spent, SpentTracker  # noqa: E402
+from safesteer_bench.training.budget import Spent, SpentTracker  # noqa: E402
 from safesteer_bench.data import load_gptfuzzer_questions  # noqa: E402
-from safesteer_bench.hooks import ResidualHook, installed  # noqa: E402
-from safesteer_bench.models import load_model, resolve_model  # noqa: E402
+from safesteer_bench.modeling.hooks import ResidualHook, installed  # noqa: E402
+from safesteer_bench.modeling.models import load_model, resolve_model  # noqa: E402
 
 LAYER = 20
 
@@ -71,9 +71,9 @@ def report(name: str, seconds: list[float], completion_tokens: list[int], sequen
 
 
 def bench_ours(args, lm) -> list[dict]:
-    from safesteer_bench.budget import Budget
-    from safesteer_bench.distill import OnPolicyDistiller
-    from safesteer_bench import students
+    from safesteer_bench.training.budget import Budget
+    from safesteer_bench.training.distill import OnPolicyDistiller
+    from safesteer_bench.training import students
 
     prompts = prompts_for(args)
     budget = Budget(prompt_ids=tuple(f"q{i}" for i in range(len(prompts))), prompts=tuple(prompts), seed=0,

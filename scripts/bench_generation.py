@@ -15,8 +15,8 @@ import time
 import torch
 
 from safesteer_bench.data import load_alpaca, seeded_subset
-from safesteer_bench.generation import GenConfig, HFEngine, chat_text, stop_token_ids
-from safesteer_bench.models import load_model, resolve_model
+from safesteer_bench.modeling.generation import GenConfig, HFEngine, chat_text, stop_token_ids
+from safesteer_bench.modeling.models import load_model, resolve_model
 
 
 def plain_generate(model, tokenizer, prompts, max_new_tokens) -> int:

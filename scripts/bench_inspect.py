@@ -33,10 +33,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from safesteer_bench.data import load_advbench, seeded_subset
-    from safesteer_bench.generation import GenConfig
-    from safesteer_bench.inspect_provider import run_task
-    from safesteer_bench.models import load_model, resolve_model
-    from safesteer_bench.policy import Policy, fingerprint
+    from safesteer_bench.modeling.generation import GenConfig
+    from safesteer_bench.evaluation.inspect_provider import run_task
+    from safesteer_bench.modeling.models import load_model, resolve_model
+    from safesteer_bench.modeling.policy import Policy, fingerprint
 
     loaded = load_model(resolve_model(args.model), args.device)
     policy = Policy("base", loaded.model, loaded.tokenizer, fingerprint(loaded.identity, "base"))

@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from safesteer_bench.benchmark import resolve_benchmarks  # noqa: E402
-from safesteer_bench.generation import GenConfig, HFEngine, chat_text  # noqa: E402
-from safesteer_bench.hooks import ResidualHook, decoder_layers, installed  # noqa: E402
-from safesteer_bench.judges import get_judge  # noqa: E402
-from safesteer_bench.models import load_model, resolve_model  # noqa: E402
+from safesteer_bench.evaluation.benchmark import resolve_benchmarks  # noqa: E402
+from safesteer_bench.modeling.generation import GenConfig, HFEngine, chat_text  # noqa: E402
+from safesteer_bench.modeling.hooks import ResidualHook, decoder_layers, installed  # noqa: E402
+from safesteer_bench.evaluation.judges import get_judge  # noqa: E402
+from safesteer_bench.modeling.models import load_model, resolve_model  # noqa: E402
 from safesteer_bench.profiles import get_profile  # noqa: E402
-from safesteer_bench import steering as st  # noqa: E402
+from safesteer_bench.inference import steering as st  # noqa: E402
 
 
 def generate(base, prompts, hooks, tokens, bs):
@@ -101,7 +101,7 @@ def main() -> None:
         rows.append(row)
     votes = {}
     if args.vote:
-        from safesteer_bench.token_set import TokenSetConfig, harmless_candidates, select_safety_tokens
+        from safesteer_bench.training.token_set import TokenSetConfig, harmless_candidates, select_safety_tokens
 
         cfg = TokenSetConfig(prompts=profile.token_set_prompts, samples=profile.token_set_samples)
         pool = harmless_candidates(args.data_dir, 2 * cfg.prompts, args.seed)

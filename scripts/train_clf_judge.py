@@ -2,7 +2,7 @@
 """Train the learned offline judge ``clf`` and measure it leave-one-source-out.
 
     python scripts/train_clf_judge.py --data-dir ../shared/datasets \\
-        --out safesteer_bench/judge_models/clf.json [--report reports/judges/clf.md] [--no-compare]
+        --out safesteer_bench/evaluation/judge_models/clf.json [--report reports/judges/clf.md] [--no-compare]
 
 Steps (deterministic: the same data give the same artifact bytes):
 
@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from safesteer_bench.clf_judge import (  # noqa: E402
+from safesteer_bench.evaluation.clf_judge import (  # noqa: E402
     FORMAT,
     LOSO_EVALUATION,
     ClfJudge,
@@ -47,7 +47,7 @@ from safesteer_bench.clf_judge import (  # noqa: E402
     sha256_file,
     train,
 )
-from safesteer_bench.judges import get_judge  # noqa: E402
+from safesteer_bench.evaluation.judges import get_judge  # noqa: E402
 
 #: The recipe the checked-in model uses (chosen by the comparison in reports/judges/clf.md).
 RECIPE = Recipe()  # word (1,2)-grams + keyword indicators, XSTest rows weighted 3
@@ -101,7 +101,7 @@ def throughput(judge: ClfJudge, rows: list[Any], n: int = 1000) -> dict[str, Any
 def harmful_on_benign(judge: ClfJudge, data_dir: Path) -> dict[str, Any]:
     """Share of XSTest completions humans call full compliance that the harmful head flags, by
     prompt kind (safe vs contrast/unsafe). The harmful head never trains on XSTest."""
-    from safesteer_bench.judges import XSTEST_LABELED_FILES, _read_csv
+    from safesteer_bench.evaluation.judges import XSTEST_LABELED_FILES, _read_csv
 
     counts = {"safe": [0, 0], "unsafe": [0, 0]}
     for rel in XSTEST_LABELED_FILES.values():
@@ -274,7 +274,7 @@ def write_report(path: Path, meta: dict[str, Any], kw: dict[str, Any], compare: 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "datasets")
-    ap.add_argument("--out", type=Path, default=REPO / "safesteer_bench" / "judge_models" / "clf.json")
+    ap.add_argument("--out", type=Path, default=REPO / "safesteer_bench" / "evaluation" / "judge_models" / "clf.json")
     ap.add_argument("--report", type=Path, default=REPO / "reports" / "judges" / "clf.md")
     ap.add_argument("--no-compare", action="store_true", help="skip the alternative recipes")
     args = ap.parse_args(argv)

@@ -78,7 +78,7 @@ def tiny():
 @pytest.fixture(scope="session")
 def smollm2():
     """The real embedded SmolLM2-135M-Instruct (converted once, cached as safetensors)."""
-    from safesteer_bench.models import load_model, resolve_model
+    from safesteer_bench.modeling.models import load_model, resolve_model
 
     spec = resolve_model("smollm2-135m")
     try:

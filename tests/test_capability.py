@@ -1,4 +1,4 @@
-"""Capability suites through lm-eval (safesteer_bench.capability): local task YAMLs, the Policy
+"""Capability suites through lm-eval (safesteer_bench.evaluation.capability): local task YAMLs, the Policy
 adapter (hooks active during requests, decoder path), the per-fingerprint response cache, the
 HumanEval opt-in, and (real model) equality with lm-eval run directly on the same model."""
 
@@ -15,12 +15,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from safesteer_bench import capability as cap  # noqa: E402
-from safesteer_bench.benchmark import BENCHMARKS, SUITES, BenchmarkSpec  # noqa: E402
+from safesteer_bench.evaluation import capability as cap  # noqa: E402
+from safesteer_bench.evaluation.benchmark import BENCHMARKS, SUITES, BenchmarkSpec  # noqa: E402
 from safesteer_bench.errors import UserError  # noqa: E402
-from safesteer_bench.generation import Completion  # noqa: E402
-from safesteer_bench.hooks import ResidualHook, hook_count  # noqa: E402
-from safesteer_bench.policy import Policy  # noqa: E402
+from safesteer_bench.modeling.generation import Completion  # noqa: E402
+from safesteer_bench.modeling.hooks import ResidualHook, hook_count  # noqa: E402
+from safesteer_bench.modeling.policy import Policy  # noqa: E402
 
 import safesteer_bench.benchmarks  # noqa: E402,F401  (registers the specs)
 
@@ -269,7 +269,7 @@ def test_generation_tasks_get_their_own_limit(tiny, data_dir, cache, tmp_path):
 
 
 def test_plan_caps_generation_tasks_unless_the_limit_is_explicit():
-    from safesteer_bench.runner import RunConfig, make_plan
+    from safesteer_bench.pipeline.runner import RunConfig, make_plan
 
     def plan(**kw):
         return make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5",
@@ -282,7 +282,7 @@ def test_plan_caps_generation_tasks_unless_the_limit_is_explicit():
 
 def test_quick_sizes_the_scored_multiple_choice_tasks_for_three_point_intervals():
     from safesteer_bench.profiles import get_profile
-    from safesteer_bench.runner import RunConfig, describe_plan, make_plan
+    from safesteer_bench.pipeline.runner import RunConfig, describe_plan, make_plan
 
     plan = make_plan(RunConfig(methods=["base"], model="smollm2-135m", benchmarks="capability-5", profile="quick"))
     # 1.96 * sqrt(0.25 / 1068) = 0.02999: any accuracy's 95 % interval is at most +-3 points

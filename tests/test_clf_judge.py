@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safesteer_bench.clf_judge import (
+from safesteer_bench.evaluation.clf_judge import (
     ARTIFACT,
     FORMAT,
     ClfJudge,
@@ -28,7 +28,7 @@ from safesteer_bench.clf_judge import (
 )
 from safesteer_bench.cli import main
 from safesteer_bench.errors import UserError
-from safesteer_bench.judges import JUDGES, get_judge
+from safesteer_bench.evaluation.judges import JUDGES, get_judge
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "reports" / "judges" / "clf.md"

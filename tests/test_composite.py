@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from safesteer_bench.benchmark import resolve_benchmarks
+from safesteer_bench.evaluation.benchmark import resolve_benchmarks
 from safesteer_bench.profiles import get_profile
-from safesteer_bench.runner import _benchmark_info
-from safesteer_bench.scores import dominated_by, method_scores
+from safesteer_bench.pipeline.runner import _benchmark_info
+from safesteer_bench.reporting.scores import dominated_by, method_scores
 
 
 def _metric(value: float) -> dict:

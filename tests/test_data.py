@@ -21,7 +21,8 @@ from typing import Iterator
 import pytest
 
 from safesteer_bench import data
-from safesteer_bench.data import DATA_FILES, Prompt, UserError
+from safesteer_bench.data import DATA_FILES, Prompt
+from safesteer_bench.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 _PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from safesteer_bench.cli import main
-from safesteer_bench.disagreement import disagreement_metrics, disputed, second_judge_for
-from safesteer_bench.judges import JUDGES, Verdict
+from safesteer_bench.evaluation.disagreement import disagreement_metrics, disputed, second_judge_for
+from safesteer_bench.evaluation.judges import JUDGES, Verdict
 from safesteer_bench.records import valid_judged
-from safesteer_bench.runner import RunConfig, Runner, make_plan
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
 
 

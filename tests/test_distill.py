@@ -12,17 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from safesteer_bench.budget import Budget, Spent, SpentTracker, make_budget
+from safesteer_bench.training.budget import Budget, Spent, SpentTracker, make_budget
 from safesteer_bench.data import Prompt, load_gptfuzzer_questions
-from safesteer_bench.distill import (OnPolicyDistiller, SupervisedTrainer, build_batch, completion_logits,
+from safesteer_bench.training.distill import (OnPolicyDistiller, SupervisedTrainer, build_batch, completion_logits,
                                      evaluate_distill_loss, lr_factor, restricted_reverse_kl, summarize_logprobs)
-from safesteer_bench.generation import GenConfig
-from safesteer_bench.hooks import ResidualHook, hook_count, installed
-from safesteer_bench.method import MethodContext, get_method
-from safesteer_bench.models import LoadedModel, ModelSpec
+from safesteer_bench.modeling.generation import GenConfig
+from safesteer_bench.modeling.hooks import ResidualHook, hook_count, installed
+from safesteer_bench.methods.api import MethodContext, get_method
+from safesteer_bench.modeling.models import LoadedModel, ModelSpec
 from safesteer_bench.profiles import get_profile
-from safesteer_bench import students
-from safesteer_bench.token_set import TokenSetConfig, _valid_positions, select_safety_tokens, special_token_ids
+from safesteer_bench.training import students
+from safesteer_bench.training.token_set import TokenSetConfig, _valid_positions, select_safety_tokens, special_token_ids
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -304,7 +304,7 @@ def test_valid_positions_rules():
 
 
 def test_token_set_on_tiny_model(tiny, data_dir):
-    from safesteer_bench.token_set import harmless_candidates
+    from safesteer_bench.training.token_set import harmless_candidates
 
     base = loaded(tiny)
     hooks = tiny_hooks(base.model)

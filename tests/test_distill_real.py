@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from safesteer_bench.data import load_advbench, load_tdc2023, seeded_subset
-from safesteer_bench.generation import GenConfig, chat_text
-from safesteer_bench.hooks import ResidualHook, decoder_layers
-from safesteer_bench.judges import get_judge
-from safesteer_bench.method import MethodContext, get_method
-from safesteer_bench.models import LoadedModel
-from safesteer_bench.budget import make_budget
-from safesteer_bench.policy import Policy
+from safesteer_bench.modeling.generation import GenConfig, chat_text
+from safesteer_bench.modeling.hooks import ResidualHook, decoder_layers
+from safesteer_bench.evaluation.judges import get_judge
+from safesteer_bench.methods.api import MethodContext, get_method
+from safesteer_bench.modeling.models import LoadedModel
+from safesteer_bench.training.budget import make_budget
+from safesteer_bench.modeling.policy import Policy
 from safesteer_bench.profiles import get_profile
-from safesteer_bench.token_set import TokenSetConfig, harmless_candidates, select_safety_tokens
+from safesteer_bench.training.token_set import TokenSetConfig, harmless_candidates, select_safety_tokens
 
 pytestmark = pytest.mark.real
 

@@ -1,4 +1,4 @@
-"""Benign drift (safesteer_bench.drift): KL(π‖π0) and top-1 agreement, teacher-forced on the base
+"""Benign drift (safesteer_bench.evaluation.drift): KL(π‖π0) and top-1 agreement, teacher-forced on the base
 model's greedy completions."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from safesteer_bench.drift import DriftResult, base_completions, drift
-from safesteer_bench.generation import Completion, GenConfig
-from safesteer_bench.hooks import ResidualHook, hook_count
-from safesteer_bench.policy import Policy
+from safesteer_bench.evaluation.drift import DriftResult, base_completions, drift
+from safesteer_bench.modeling.generation import Completion, GenConfig
+from safesteer_bench.modeling.hooks import ResidualHook, hook_count
+from safesteer_bench.modeling.policy import Policy
 
 from conftest import make_tiny_model, make_tiny_tokenizer
 
@@ -122,7 +122,7 @@ def test_deterministic_under_a_seed(setup):
 def test_lora_adapter_drifts():
     from peft import LoraConfig, get_peft_model
 
-    from safesteer_bench.students import AdapterPolicy
+    from safesteer_bench.training.students import AdapterPolicy
 
     tok = make_tiny_tokenizer()
     model = make_tiny_model(tok, seed=4)

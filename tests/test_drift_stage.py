@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from safesteer_bench.runner import RunConfig, Runner, make_plan
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
 
 def _cfg(tiny_dir, tmp_path, data_dir, **kw):
@@ -26,7 +26,7 @@ def test_base_drift_is_zero_and_resume_loads_no_model(tiny_dir, tmp_path, data_d
     assert len(stored["rows"]) == 4 and all(r["token_ids"] for r in stored["rows"])
     page = (plan.run_dir / "report.html").read_text()
     assert "Safety vs capability tax: benign drift" in page and "top-1 agreement with base" in page
-    import safesteer_bench.runner as runner_mod
+    import safesteer_bench.pipeline.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: pytest.fail("model loaded on resume"))
     again = Runner(make_plan(_cfg(tiny_dir, tmp_path, data_dir))).run()
@@ -36,8 +36,8 @@ def test_base_drift_is_zero_and_resume_loads_no_model(tiny_dir, tmp_path, data_d
 def test_a_hooked_policy_drifts_and_no_drift_skips_the_stage(tiny_dir, tmp_path, data_dir, monkeypatch):
     import torch
 
-    from safesteer_bench.hooks import ResidualHook
-    from safesteer_bench.policy import Policy
+    from safesteer_bench.modeling.hooks import ResidualHook
+    from safesteer_bench.modeling.policy import Policy
 
     plan = make_plan(_cfg(tiny_dir, tmp_path, data_dir))
     runner = Runner(plan)

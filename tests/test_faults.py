@@ -21,8 +21,8 @@ import pytest
 
 from safesteer_bench.cli import main
 from safesteer_bench.records import valid_generation, valid_judged
-from safesteer_bench.runner import RunConfig, Runner, make_plan
-from safesteer_bench.store import append_jsonl, read_jsonl, repair_jsonl_tail, run_lock, write_json_atomic
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
+from safesteer_bench.pipeline.store import append_jsonl, read_jsonl, repair_jsonl_tail, run_lock, write_json_atomic
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_torn_generation_checkpoint_regenerates_only_the_torn_row(finished, tiny
     text = gen.read_text()
     gen.write_text(text[: len(text) - 40])  # tear the last row
     judged.unlink()
-    import safesteer_bench.evaluate as evaluate
+    import safesteer_bench.evaluation.evaluate as evaluate
 
     seen: list[str] = []
     real = evaluate.Policy.generate
@@ -130,7 +130,7 @@ def test_judged_row_missing_a_field_is_rejudged_not_trusted(finished, tiny_dir, 
     rows = [json.loads(line) for line in _lines(judged)]
     del rows[2][field]
     judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    import safesteer_bench.evaluate as evaluate
+    import safesteer_bench.evaluation.evaluate as evaluate
 
     # The completions are intact in the checkpoint: re-judging them needs no generation.
     monkeypatch.setattr(evaluate.Policy, "generate", lambda *a, **k: pytest.fail("regenerated"))
@@ -234,7 +234,7 @@ def test_a_second_process_on_a_locked_run_fails_in_one_line(tiny_dir, tmp_path, 
     code = None
     # Another process holds the lock: run_lock is an OS lock, so a child process shows the race.
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from safesteer_bench.store import run_lock\n"
+        "import sys, time; from pathlib import Path; from safesteer_bench.pipeline.store import run_lock\n"
         f"with run_lock(Path({str(plan.run_dir)!r})):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -250,7 +250,7 @@ def test_a_second_process_on_a_locked_run_fails_in_one_line(tiny_dir, tmp_path, 
 
 
 def test_two_identical_runs_started_together_never_interleave(tiny_dir, tmp_path, data_dir):
-    cmd = [sys.executable, "-m", "safesteer_bench.cli", "run", "--methods", "base", "--model", str(tiny_dir),
+    cmd = [sys.executable, "-m", "safesteer_bench", "run", "--methods", "base", "--model", str(tiny_dir),
            "--benchmarks", "advbench", "--limit", "12", "--profile", "smoke", "--out", str(tmp_path),
            "--run-id", "race", "--data-dir", str(data_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SAFESTEER_BENCH_CHUNK": "4", "HF_HUB_OFFLINE": "1"}
@@ -366,7 +366,7 @@ def test_argparse_errors_are_one_line(capsys):
 def test_piping_into_head_ends_without_a_traceback(tmp_path):
     """`summary | head -1` closes the pipe early; the command must stop quietly."""
     results = REPO / "reports" / "history" / "smollm2-135m-quick-v1" / "results.json"
-    script = f"{sys.executable} -m safesteer_bench.cli summary {results} | head -c 10; exit ${{PIPESTATUS[0]}}"
+    script = f"{sys.executable} -m safesteer_bench.cli.main summary {results} | head -c 10; exit ${{PIPESTATUS[0]}}"
     # A long table and a tiny pipe buffer make the write fail for sure.
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
@@ -382,7 +382,7 @@ def test_model_judge_that_cannot_load_offline_is_one_line(tmp_path, data_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),
            "SAFESTEER_BENCH_CACHE": str(tmp_path / "cache")}
     env.pop("SAFESTEER_BENCH_JUDGE_MODEL", None)
-    cmd = [sys.executable, "-m", "safesteer_bench.cli", "judges", "validate", "--judge", "llama-guard",
+    cmd = [sys.executable, "-m", "safesteer_bench", "judges", "validate", "--judge", "llama-guard",
            "--data-dir", str(data_dir), "--limit", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 2, done.stderr[-3000:]
@@ -391,7 +391,7 @@ def test_model_judge_that_cannot_load_offline_is_one_line(tmp_path, data_dir):
 
 
 def test_timing_of_an_interrupted_invocation_is_kept(tiny_dir, tmp_path, data_dir, monkeypatch):
-    import safesteer_bench.runner as runner_mod
+    import safesteer_bench.pipeline.runner as runner_mod
 
     def killed(self, policy, spec):
         raise RuntimeError("killed")  # stands in for SIGKILL after the model load finished
@@ -414,7 +414,7 @@ sys.path.insert(0, {tests!r})
 import torch
 from peft import LoraConfig, get_peft_model
 from conftest import make_tiny_model, make_tiny_tokenizer
-from safesteer_bench.students import file_sha256, save_lora
+from safesteer_bench.training.students import file_sha256, save_lora
 tok = make_tiny_tokenizer()
 model = make_tiny_model(tok)
 targets = {{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}
@@ -447,7 +447,7 @@ def test_stage_files_get_the_usual_mode_not_0600(tmp_path):
     finally:
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "x.json").stat().st_mode)
-    from safesteer_bench.store import FILE_MODE
+    from safesteer_bench.pipeline.store import FILE_MODE
 
     assert mode == FILE_MODE and mode & stat.S_IRGRP  # readable by the group, like any plain file
 
@@ -467,7 +467,7 @@ def test_lock_is_released_after_a_run(finished, tiny_dir, tmp_path, data_dir):
 def test_one_ctrl_c_mid_generation_exits_130_promptly(smollm2, tmp_path, data_dir):
     """One SIGINT while a long batch decodes inside inspect-ai: exit 130 within seconds (it took
     ~80 s and ended in an IndexError traceback when inspect's control server owned SIGINT)."""
-    cmd = [sys.executable, "-m", "safesteer_bench.cli", "run", "--methods", "base", "--model", "smollm2-135m",
+    cmd = [sys.executable, "-m", "safesteer_bench", "run", "--methods", "base", "--model", "smollm2-135m",
            "--benchmarks", "jailbreak-templates", "--limit", "40", "--profile", "smoke", "--out", str(tmp_path),
            "--run-id", "ctrlc", "--data-dir", str(data_dir)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -560,9 +560,11 @@ def test_seeds_out_of_range_exit_2(tmp_path, capsys, seed):
     ("target_refusal=high", "target_refusal"),
     ("direction_mode=bogus", "direction_mode"),
     ("judge=nope", "unknown judge 'nope'"),
+    ("layer=-1", "layer"),
+    ("loss_variant=partial", "valid keys"),  # no method of this run reads it (safesteer does)
 ])
 def test_bad_method_args_exit_2_in_the_dry_run(tmp_path, capsys, args, needle):
-    code, out, err = _cli(capsys, ["run", "--methods", "base,steering", "--benchmarks", "advbench", "--dry-run",
+    code, out, err = _cli(capsys, ["run", "--methods", "base,steering,alignbeam", "--benchmarks", "advbench", "--dry-run",
                                    "--out", str(tmp_path), "--method-args", args])
     assert code == 2 and needle in _one_error_line(err)
 
@@ -655,7 +657,7 @@ def test_a_damaged_agreement_cache_is_ignored_not_rendered(finished, tiny_dir, t
 
 
 def test_spent_compute_with_strings_and_phases_is_kept(tmp_path):
-    from safesteer_bench.runner import _method_info
+    from safesteer_bench.pipeline.runner import _method_info
 
     (tmp_path / "artifact.json").write_text(json.dumps({"spent": {
         "generated_tokens": 10, "trained_tokens": 8, "wall_seconds": 1.5, "peak_memory_mb": 100,

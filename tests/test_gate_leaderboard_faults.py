@@ -210,7 +210,7 @@ def test_leaderboard_skips_a_wrong_shaped_run_and_keeps_the_others(tmp_path, cap
     write(runs / "good" / "results.json", make_results("good-run"))
     write(runs / "bad" / "results.json", doc)
     write(runs / "zz-good" / "results.json", make_results("later-run"))  # after the bad one in order
-    with caplog.at_level(logging.WARNING, logger="safesteer_bench.leaderboard"):
+    with caplog.at_level(logging.WARNING, logger="safesteer_bench.reporting.leaderboard"):
         assert main(["leaderboard", str(runs)]) == 0
     html = (runs / "leaderboard.html").read_text(encoding="utf-8")
     assert "good-run" in html and "later-run" in html
@@ -243,7 +243,7 @@ def test_leaderboard_links_cannot_carry_a_scheme_and_run_ids_are_escaped(tmp_pat
     ("runs/plain/report.html", "runs", "plain/report.html"),
 ])
 def test_report_link_is_a_quoted_relative_path(report, page_dir, expected):
-    from safesteer_bench.leaderboard import report_link
+    from safesteer_bench.reporting.leaderboard import report_link
 
     link = report_link(report, Path(page_dir))
     assert link == expected and not SCHEME.match(link)
@@ -295,7 +295,7 @@ def test_top_level_help_prints_a_single_percent_sign(capsys):
 
 def test_baseline_copy_is_unchanged_by_validation(tmp_path):
     """load_results returns the document as written (validation reads, never rewrites)."""
-    from safesteer_bench.gate import load_results
+    from safesteer_bench.reporting.gate import load_results
 
     doc = make_results()
     path = write(tmp_path / "results.json", doc)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from safesteer_bench.generation import GenConfig, HFEngine, chat_text
-from safesteer_bench.hooks import ResidualHook, decoder_layers, hook_count, installed
-from safesteer_bench.policy import Policy
+from safesteer_bench.modeling.generation import GenConfig, HFEngine, chat_text
+from safesteer_bench.modeling.hooks import ResidualHook, decoder_layers, hook_count, installed
+from safesteer_bench.modeling.policy import Policy
 
 
 def test_batched_greedy_equals_one_by_one(tiny):
@@ -109,7 +109,7 @@ def test_real_model_generates_chat_answer(smollm2):
 
 
 def test_token_batches_cap_padded_positions_and_rows():
-    from safesteer_bench.generation import token_batches
+    from safesteer_bench.modeling.generation import token_batches
 
     cfg = GenConfig(max_new_tokens=10, batch_size=4, max_batch_tokens=100)
     lengths = [5, 90, 40, 10, 10, 10, 10, 10, 40]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from safesteer_bench.errors import UserError
-from safesteer_bench.judges import (
+from safesteer_bench.evaluation.judges import (
     JUDGES,
     Judge,
     Verdict,

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from safesteer_bench.judges import Verdict
-from safesteer_bench.metrics import (
+from safesteer_bench.evaluation.judges import Verdict
+from safesteer_bench.evaluation.metrics import (
     HIGHER_IS_SAFER,
     LOWER_IS_BETTER,
     LOWER_IS_SAFER,

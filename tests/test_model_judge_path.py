@@ -9,7 +9,7 @@ import json
 import pytest
 
 from safesteer_bench.cli import main
-from safesteer_bench.runner import RunConfig, Runner, make_plan
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
 
 @pytest.mark.real

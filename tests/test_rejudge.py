@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from safesteer_bench.cli import main
-from safesteer_bench.judges import JUDGES, Verdict
-from safesteer_bench.runner import RunConfig, Runner, make_plan
+from safesteer_bench.evaluation.judges import JUDGES, Verdict
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
 from conftest import make_tiny_model, make_tiny_tokenizer
 
@@ -38,8 +38,8 @@ def finished_run(tmp_path_factory, data_dir) -> Path:
 
 @pytest.fixture()
 def no_generation(monkeypatch):
-    import safesteer_bench.evaluate as evaluate
-    import safesteer_bench.runner as runner_mod
+    import safesteer_bench.evaluation.evaluate as evaluate
+    import safesteer_bench.pipeline.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: pytest.fail("rejudge loaded the model"))
     monkeypatch.setattr(evaluate.Policy, "generate", lambda *a, **k: pytest.fail("rejudge generated"))
@@ -72,7 +72,7 @@ def test_rejudge_changes_verdicts_without_generating(finished_run, no_generation
 
 
 def test_rejudge_with_a_judge_that_refuses_everything(finished_run, no_generation, data_dir):
-    from safesteer_bench.cli_eval import rejudge_run
+    from safesteer_bench.cli.evaluate import rejudge_run
 
     JUDGES.add(RefuseAll.name, RefuseAll)
     try:
@@ -90,7 +90,7 @@ def test_rejudge_with_a_judge_that_refuses_everything(finished_run, no_generatio
 
 
 def test_rejudge_falls_back_to_the_generation_checkpoint(finished_run, no_generation, data_dir):
-    from safesteer_bench.cli_eval import rejudge_run
+    from safesteer_bench.cli.evaluate import rejudge_run
 
     samples = finished_run / "samples" / "base"
     (samples / "advbench.jsonl").unlink()

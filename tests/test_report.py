@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from safesteer_bench.cli import main
-from safesteer_bench.gate import compare
-from safesteer_bench.report import render_report
+from safesteer_bench.reporting.gate import compare
+from safesteer_bench.reporting.report import render_report
 
 EVIL = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 
@@ -138,7 +138,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def test_score_intervals_add_benchmark_errors_in_quadrature():
     from math import sqrt
 
-    from safesteer_bench.scores import method_scores, standard_error
+    from safesteer_bench.reporting.scores import method_scores, standard_error
 
     results, _ = make_results()
     s = method_scores(results)["safesteer"]
@@ -162,7 +162,7 @@ def test_summary_prints_a_markdown_row_per_method(tmp_path, capsys):
 
 
 def test_dominance_over_three_axes():
-    from safesteer_bench.scores import dominated_by, dominates
+    from safesteer_bench.reporting.scores import dominated_by, dominates
 
     a = {"safety": 0.6, "over_refusal": 0.1, "capability": 0.4}
     assert dominates(a, {"safety": 0.5, "over_refusal": 0.1, "capability": 0.4})
@@ -176,8 +176,8 @@ def test_dominance_over_three_axes():
 
 def test_summary_and_report_name_the_dominated_methods(tmp_path, capsys):
     results, _ = make_results()
-    from safesteer_bench.scores import dominated_by, method_scores
-    from safesteer_bench.report import tradeoff_plot
+    from safesteer_bench.reporting.scores import dominated_by, method_scores
+    from safesteer_bench.reporting.report import tradeoff_plot
 
     beaten = dominated_by(method_scores(results))
     (tmp_path / "results.json").write_text(json.dumps(results))
@@ -198,7 +198,7 @@ def test_checked_in_reference_matches_readme_and_its_report():
     """The README's reference table is what ``summary`` computes from the checked-in
     results.json (no hand-edited numbers), RUN.md names the commit that produced it, and the
     checked-in report parses and names every method."""
-    from safesteer_bench.scores import summary_table
+    from safesteer_bench.reporting.scores import summary_table
 
     results = json.loads((REFERENCE / "results.json").read_text())
     readme = (REPO / "README.md").read_text(encoding="utf-8")

@@ -14,7 +14,7 @@ from conftest import make_tiny_model, make_tiny_tokenizer
 
 
 def _cmd(model_dir: Path, out: Path, data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "safesteer_bench.cli", "run", "--methods", "base", "--model", str(model_dir),
+    return [sys.executable, "-m", "safesteer_bench", "run", "--methods", "base", "--model", str(model_dir),
             "--benchmarks", "advbench", "--limit", "60", "--profile", "smoke", "--out", str(out),
             "--data-dir", str(data_dir), "--run-id", "killme"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from safesteer_bench.budget import Budget
+from safesteer_bench.training.budget import Budget
 from safesteer_bench.cli import main
-from safesteer_bench.runner import RunConfig, Runner, make_plan
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
 
 
@@ -36,7 +36,7 @@ def test_rerun_skips_finished_stages(tiny_dir, tmp_path, data_dir, monkeypatch):
     plan = make_plan(_config(tiny_dir, tmp_path, data_dir))
     Runner(plan).run()
     # A second run of the same plan must not load the model or generate again.
-    import safesteer_bench.runner as runner_mod
+    import safesteer_bench.pipeline.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: pytest.fail("model loaded on resume"))
     again = make_plan(_config(tiny_dir, tmp_path, data_dir))
@@ -46,7 +46,7 @@ def test_rerun_skips_finished_stages(tiny_dir, tmp_path, data_dir, monkeypatch):
 
 def test_generation_checkpoint_resumes_after_interrupt(tiny_dir, tmp_path, data_dir, monkeypatch):
     """Kill mid-generation (simulated by an exception after the first chunk): finished chunks stay."""
-    import safesteer_bench.evaluate as evaluate
+    import safesteer_bench.evaluation.evaluate as evaluate
 
     cfg = _config(tiny_dir, tmp_path, data_dir)
     cfg.limit = 10
@@ -102,7 +102,7 @@ def test_missing_data_file_exit_2(tmp_path, tiny_dir, monkeypatch, capsys):
 def test_offline_hub_model_exit_2_and_debug_shows_traceback(tmp_path, data_dir):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
            "SAFESTEER_BENCH_CACHE": str(tmp_path / "c")}
-    cmd = [sys.executable, "-m", "safesteer_bench.cli", "run", "--methods", "base", "--model",
+    cmd = [sys.executable, "-m", "safesteer_bench", "run", "--methods", "base", "--model",
            "nobody/not-a-model", "--out", str(tmp_path), "--limit", "1", "--data-dir", str(data_dir)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2, out.stderr

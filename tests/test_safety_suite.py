@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from safesteer_bench.benchmark import BENCHMARKS, SUITES, resolve_benchmarks
+from safesteer_bench.evaluation.benchmark import BENCHMARKS, SUITES, resolve_benchmarks
 from safesteer_bench.data import PLACEHOLDER
 from safesteer_bench.errors import UserError
-from safesteer_bench.generation import GenConfig
-from safesteer_bench.policy import Policy
+from safesteer_bench.modeling.generation import GenConfig
+from safesteer_bench.modeling.policy import Policy
 
 SAFETY_7 = ["advbench", "harmbench", "strongreject", "jailbreakbench", "maliciousinstruct", "xstest",
             "jailbreak-templates"]
@@ -114,8 +114,8 @@ _PAIRS_DIGEST = "4bf070401a23245b"  # sha256 of json.dumps(pairs(100, 77)), firs
 def test_alpaca_heldout_is_disjoint_from_steering_prompts(seed, data_dir):
     from safesteer_bench.benchmarks.alpaca_heldout import heldout_pool
     from safesteer_bench.data import normalize_text
-    from safesteer_bench.steering import direction_prompts
-    from safesteer_bench.token_set import harmless_candidates
+    from safesteer_bench.inference.steering import direction_prompts
+    from safesteer_bench.training.token_set import harmless_candidates
 
     spec = resolve_benchmarks("alpaca-heldout")[0]
     pool = heldout_pool(data_dir, seed)
@@ -141,7 +141,7 @@ PROMPTS = [f"Write a poem about the sea, take {i}" + " again" * i for i in range
 
 
 def test_model_name_carries_the_fingerprint(tiny_policy, tiny):
-    from safesteer_bench.inspect_provider import entry, model_name, register_policy
+    from safesteer_bench.evaluation.inspect_provider import entry, model_name, register_policy
 
     name = register_policy(tiny_policy)
     assert name == model_name(tiny_policy) == "safesteer/base-f1f2f3f4f5f6f7f8"
@@ -153,7 +153,7 @@ def test_model_name_carries_the_fingerprint(tiny_policy, tiny):
 def test_gen_config_mapping_is_greedy_by_default():
     from inspect_ai.model import GenerateConfig
 
-    from safesteer_bench.inspect_provider import gen_config_from
+    from safesteer_bench.evaluation.inspect_provider import gen_config_from
 
     cfg = gen_config_from(GenerateConfig(max_tokens=24), batch_size=8)
     assert cfg == GenConfig(max_new_tokens=24, temperature=0.0, top_p=1.0, seed=0, batch_size=8)
@@ -165,7 +165,7 @@ def test_gen_config_mapping_is_greedy_by_default():
 def test_inspect_path_batches_and_matches_bare_outputs(tiny_policy, tmp_path):
     from inspect_ai.log import read_eval_log
 
-    from safesteer_bench.inspect_provider import run_task
+    from safesteer_bench.evaluation.inspect_provider import run_task
 
     cfg = GenConfig(max_new_tokens=6, batch_size=3)
     bare = tiny_policy.generate(PROMPTS, cfg, progress=False)
@@ -191,7 +191,7 @@ def test_inspect_path_batches_and_matches_bare_outputs(tiny_policy, tmp_path):
 
 
 def test_policy_errors_surface_as_themselves(tiny_policy, tmp_path):
-    from safesteer_bench.inspect_provider import run_task
+    from safesteer_bench.evaluation.inspect_provider import run_task
 
     def broken(prompts, cfg, progress=True):
         raise KeyboardInterrupt
@@ -207,7 +207,7 @@ def test_policy_errors_surface_as_themselves(tiny_policy, tmp_path):
 def test_unknown_safesteer_model_is_a_clear_error():
     from inspect_ai.model import get_model
 
-    from safesteer_bench.inspect_provider import _ensure_registered
+    from safesteer_bench.evaluation.inspect_provider import _ensure_registered
 
     _ensure_registered()
     with pytest.raises(UserError, match="no policy is registered"):
@@ -215,7 +215,7 @@ def test_unknown_safesteer_model_is_a_clear_error():
 
 
 def test_generate_checkpointed_paths_give_the_same_rows(tiny_policy, tmp_path, data_dir, monkeypatch):
-    from safesteer_bench.evaluate import generate_checkpointed, generation_path
+    from safesteer_bench.evaluation.evaluate import generate_checkpointed, generation_path
 
     prompts = resolve_benchmarks("advbench")[0].prompts(data_dir, 5)
     cfg = GenConfig(max_new_tokens=4, batch_size=2)
@@ -243,7 +243,7 @@ def test_generate_checkpointed_paths_give_the_same_rows(tiny_policy, tmp_path, d
 
 @pytest.mark.real
 def test_base_smollm2_on_safety7_and_over_refusal(smollm2, tmp_path, data_dir):
-    from safesteer_bench.runner import RunConfig, Runner, make_plan
+    from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
     cfg = RunConfig(methods=["base"], model="smollm2-135m", benchmarks="safety-7,over-refusal",
                     profile="smoke", out=tmp_path, data_dir=data_dir, limit=3, progress=False)
@@ -273,7 +273,7 @@ def test_eval_log_can_carry_our_judge_as_scorer(tiny_policy, tmp_path):
     """Optional: an inspect scorer running one of our judges, so `inspect view` shows verdicts."""
     from inspect_ai.log import read_eval_log
 
-    from safesteer_bench.inspect_provider import run_task
+    from safesteer_bench.evaluation.inspect_provider import run_task
 
     result = run_task(tiny_policy, PROMPTS[:3], GenConfig(max_new_tokens=3), task_name="unit",
                       log_dir=str(tmp_path), scorer_judge="keywords")

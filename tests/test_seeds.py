@@ -9,7 +9,7 @@ import pytest
 
 from safesteer_bench.cli import main
 from safesteer_bench.errors import UserError
-from safesteer_bench.seeds import combine_metric, combine_tree, parse_seeds
+from safesteer_bench.pipeline.seeds import combine_metric, combine_tree, parse_seeds
 
 
 def _metric(value: float, low: float, high: float, n: int = 50) -> dict:

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from safesteer_bench.benchmark import resolve_benchmarks
+from safesteer_bench.evaluation.benchmark import resolve_benchmarks
 from safesteer_bench.data import Prompt
-from safesteer_bench.runner import RunConfig, Runner, make_plan
-from safesteer_bench.splits import DEV_FRACTION, select, split_of
+from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
+from safesteer_bench.data.splits import DEV_FRACTION, select, split_of
 
 
 def test_split_is_a_function_of_the_normalised_text_only():
@@ -21,8 +21,8 @@ def test_split_is_a_function_of_the_normalised_text_only():
 
 def test_split_is_the_same_in_another_process(data_dir):
     """Hash-based, not salted by Python's per-process hash seed."""
-    script = ("from safesteer_bench.benchmark import resolve_benchmarks\n"
-              "from safesteer_bench.splits import split_of\n"
+    script = ("from safesteer_bench.evaluation.benchmark import resolve_benchmarks\n"
+              "from safesteer_bench.data.splits import split_of\n"
               f"spec = resolve_benchmarks('advbench')[0]\n"
               f"print(''.join('d' if split_of(p) == 'dev' else 't' for p in spec.load({str(data_dir)!r})))")
     runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
@@ -83,7 +83,7 @@ def test_check_refuses_a_baseline_scored_on_other_prompts(tmp_path, capsys):
     from pathlib import Path
 
     from safesteer_bench.cli import main
-    from safesteer_bench.splits import describe
+    from safesteer_bench.data.splits import describe
 
     old = Path(__file__).resolve().parents[1] / "reports" / "smoke-baseline" / "results.json"
     doc = json.loads(old.read_text())
@@ -105,8 +105,8 @@ def test_old_plans_stay_whole_set_plans_and_check_still_compares_them(tmp_path, 
     import shutil
     from pathlib import Path
 
-    from safesteer_bench.cli_eval import load_plan
-    from safesteer_bench.gate import plan_differences
+    from safesteer_bench.cli.evaluate import load_plan
+    from safesteer_bench.reporting.gate import plan_differences
 
     old = Path(__file__).resolve().parents[1] / "reports" / "history" / "smollm2-135m-quick-v1"
     run = tmp_path / "smollm2-135m-quick"

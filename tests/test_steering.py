@@ -10,12 +10,12 @@ import torch
 
 from safesteer_bench.errors import UserError
 
-from safesteer_bench import steering
-from safesteer_bench.hooks import ResidualHook, hook_count
-from safesteer_bench.method import MethodContext
-from safesteer_bench.models import LoadedModel, ModelSpec
+from safesteer_bench.inference import steering
+from safesteer_bench.modeling.hooks import ResidualHook, hook_count
+from safesteer_bench.methods.api import MethodContext
+from safesteer_bench.modeling.models import LoadedModel, ModelSpec
 from safesteer_bench.profiles import get_profile
-from safesteer_bench.steering import (
+from safesteer_bench.inference.steering import (
     SteeringDirection, choose_coef, direction_prompts, find_direction,
     mean_activations, post_instruction_positions, refusal_score, refusal_score_from_logits,
     refusal_token_ids, shared_direction, steered_policy,
@@ -60,7 +60,7 @@ def test_refusal_token_ids_are_first_tokens(tiny):
 
 def test_refusal_score_batched_equals_manual(tiny):
     model, tokenizer = tiny
-    from safesteer_bench.generation import chat_text
+    from safesteer_bench.modeling.generation import chat_text
 
     batched = refusal_score(model, tokenizer, PROMPTS, batch_size=3)
     ids = refusal_token_ids(tokenizer)
@@ -98,7 +98,7 @@ def test_mean_activations_are_block_inputs(tiny):
     """Left-padded batches give the same means as the hidden states of one-by-one passes, and the
     early stop after ``n_layers`` blocks changes nothing."""
     model, tokenizer = tiny
-    from safesteer_bench.generation import chat_text
+    from safesteer_bench.modeling.generation import chat_text
 
     texts = [chat_text(tokenizer, p) for p in PROMPTS]
     k, n_layers = 3, 2
@@ -226,7 +226,7 @@ def test_steered_policy_hooks_only_inside(tiny_base):
     model = tiny_base.model
     d = SteeringDirection(1, -1, torch.randn(model.config.hidden_size) * 10, 1.0, "responses", "responses", [], "tiny-identity")
     policy = steered_policy(tiny_base, d)
-    from safesteer_bench.generation import GenConfig
+    from safesteer_bench.modeling.generation import GenConfig
 
     assert hook_count(model) == 0
     with policy.active():
@@ -235,7 +235,7 @@ def test_steered_policy_hooks_only_inside(tiny_base):
     cfg = GenConfig(max_new_tokens=6)
     steered = policy.generate(PROMPTS, cfg, progress=False)
     assert hook_count(model) == 0
-    from safesteer_bench.generation import HFEngine
+    from safesteer_bench.modeling.generation import HFEngine
 
     plain = HFEngine(model, tiny_base.tokenizer).generate(PROMPTS, cfg, progress=False)
     assert [c.token_ids for c in steered] != [c.token_ids for c in plain]
@@ -254,7 +254,7 @@ def test_shared_direction_computed_once(tiny_base, data_dir, tmp_path, monkeypat
 
 
 def test_steering_method_artifact_and_policy(tiny_base, data_dir, tmp_path):
-    from safesteer_bench.method import get_method
+    from safesteer_bench.methods.api import get_method
 
     method = get_method("steering")
     assert method.kind == "inference"
@@ -313,9 +313,9 @@ def test_real_default_selection_is_by_generated_refusals(smoke_direction):
 @pytest.mark.real
 def test_real_steered_model_refuses_more(smollm2, smoke_direction, data_dir):
     from safesteer_bench.data import load_advbench, seeded_subset
-    from safesteer_bench.steering import refusal_rate
+    from safesteer_bench.inference.steering import refusal_rate
 
-    from safesteer_bench.steering import SELECT_JUDGE, _refused
+    from safesteer_bench.inference.steering import SELECT_JUDGE, _refused
 
     d, _ = smoke_direction
     # 20 AdvBench prompts, never used for directions; judged by the judge the selection uses. The

@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 from safesteer_bench.cli import main
-from safesteer_bench.leaderboard import ranked_groups
-from safesteer_bench.plots import Point, _fitted_range, _place_labels, frontier_svg, pareto_front
-from safesteer_bench.report import capability_plot, tradeoff_plot
+from safesteer_bench.reporting.leaderboard import ranked_groups
+from safesteer_bench.reporting.plots import Point, _fitted_range, _place_labels, frontier_svg, pareto_front
+from safesteer_bench.reporting.report import capability_plot, tradeoff_plot
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reports" / "history" / "smollm2-135m-quick-v1" / "results.json"
 
@@ -94,7 +94,7 @@ def test_leaderboard_page_shows_intervals_per_group(tmp_path):
 def test_leaderboard_groups_by_scored_benchmarks_and_split_not_by_the_drift_stage():
     from pathlib import Path as P
 
-    from safesteer_bench.leaderboard import score_rows
+    from safesteer_bench.reporting.leaderboard import score_rows
 
     results = json.loads((P(__file__).resolve().parents[1] / "reports" / "smoke-baseline" / "results.json").read_text())
     benchmarks = score_rows(results, P("r/report.html"))[0][9]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from safesteer_bench import splits
-from safesteer_bench.benchmark import resolve_benchmarks
+from safesteer_bench.data import splits
+from safesteer_bench.evaluation.benchmark import resolve_benchmarks
 from safesteer_bench.cli import main
 from safesteer_bench.data import normalize_text
-from safesteer_bench.policy import Policy
+from safesteer_bench.modeling.policy import Policy
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_equal_trials_defaults_first_and_a_choice(tuned):
 
 
 def test_rerun_resumes_without_new_trials(tuned, monkeypatch):
-    from safesteer_bench import tuning
+    from safesteer_bench.tuning import study as tuning
 
     monkeypatch.setattr(tuning.Tuner, "objective", lambda *a, **k: pytest.fail("a finished study ran a trial"))
     assert main(tuned["argv"]) == 0
@@ -113,4 +113,4 @@ def test_methods_details_lists_options_and_search_spaces(capsys):
     assert main(["methods", "--details"]) == 0
     out = capsys.readouterr().out
     assert "tune: loss_variant in {partial, renormalize, tail-bucket} (default tail-bucket)" in out
-    assert "tune: layer in blocks 0.2·L .. 0.8·L" in out and "options: alpha" in out
+    assert "tune: layer in blocks 0.2·L .. 0.8·L" in out and "--method-args alpha=0.5" in out

@@ -1,0 +1,5 @@
+"""``python -m safesteer_bench.cli`` runs the command line."""
+
+from safesteer_bench.cli import entry
+
+entry()

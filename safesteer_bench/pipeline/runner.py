@@ -1,0 +1,652 @@
+"""The runner: plan -> prepare (train) -> generate -> judge -> aggregate -> report (docs/architecture.md §7).
+
+Every stage is keyed by fingerprints and written atomically under ``runs/<run-id>/``; re-running
+the same command skips finished stages, so an interrupted run resumes without losing work. The run
+id is derived from the plan, so "the same command" finds the same directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from safesteer_bench.evaluation.benchmark import BenchmarkSpec, resolve_benchmarks
+from safesteer_bench.data import Prompt
+from safesteer_bench.evaluation.drift_stage import BENCHMARK as DRIFT_BENCHMARK
+from safesteer_bench.evaluation.drift_stage import INFO as DRIFT_INFO
+from safesteer_bench.evaluation.evaluate import chunk_prompts, generate_checkpointed, judge_rows, score_rows
+from safesteer_bench.modeling.generation import GenConfig
+from safesteer_bench.methods.api import MethodContext, get_method, method_context
+from safesteer_bench.modeling.models import LoadedModel, load_model, resolve_model
+from safesteer_bench.errors import UserError
+from safesteer_bench.modeling.models import check_device, check_dtype
+from safesteer_bench.options import check_method_args, options_class
+from safesteer_bench.paths import check_output_dir, check_run_id, check_seed, safe_component
+from safesteer_bench.modeling.policy import Policy, fingerprint
+from safesteer_bench.profiles import Profile, get_profile
+from safesteer_bench.records import all_valid_judged
+from safesteer_bench.data.splits import DEV_FRACTION, SPLITS
+from safesteer_bench.data.splits import describe as describe_split
+from safesteer_bench.pipeline.store import read_json_dict, read_jsonl, run_lock, write_json_atomic, write_jsonl_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    methods: list[str]
+    model: str
+    benchmarks: str = "safety-7,over-refusal"
+    profile: str = "smoke"
+    out: Path = Path("runs")
+    judge: str | None = None  # None: each benchmark's default judge
+    data_dir: Path | None = None
+    device: str | None = None
+    dtype: str | None = None
+    seed: int = 0
+    limit: int | None = None  # overrides the profile's prompts per benchmark
+    run_id: str | None = None
+    progress: bool = True
+    command: str = ""
+    adapter: str = "lora"  # training methods' adapter: lora | full (part of the shared budget)
+    method_args: dict[str, Any] = field(default_factory=dict)  # options every method may read
+    capability_limit: int | None = None  # overrides the profile's documents per capability task
+    capability_generate_limit: int | None = None  # ... per generation task (default: the profile's cap)
+    allow_code_execution: bool = False  # HumanEval runs model-written code only when asked
+    # Which split of each evaluation set is scored: "test" for every reported number; "dev" only
+    # for choices (selection code evaluates there, never on test). See splits.py.
+    split: str | None = "test"  # None: whole sets (plans written before the split)
+    # The judge that re-reads every safety verdict (disagreement.py): a name, "auto" or "none".
+    second_judge: str = "auto"
+    # Benign drift of every method from the base model (drift_stage.py): a capability tax at any scale.
+    drift: bool = True
+    # Several seeds (seeds.py): one sub-run per seed under the run directory, then combined.
+    seeds: list[int] | None = None
+    # The seed that picks evaluation prompts (prompt subsets, drift prompts, capability shots);
+    # None: ``seed``. The sub-runs of one --seeds run share it, so they score the same prompts.
+    prompt_seed: int | None = None
+    index: bool = True  # file the finished run in the leaderboard (sub-runs of --seeds do not)
+    # Options of one method only (``run --tuned``: what `tune` chose on dev), over method_args.
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning: dict[str, Any] | None = None  # the tuned.json they came from, shown in the report
+    # Folder for artifacts several methods reuse (the steering direction); None: <run>/methods/_shared.
+    # `tune` points every trial at one folder, so the direction is searched once per study.
+    shared_dir: Path | None = None
+
+    @property
+    def eval_seed(self) -> int:
+        return self.seed if self.prompt_seed is None else self.prompt_seed
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    profile: Profile
+    benchmarks: list[BenchmarkSpec]
+    run_id: str
+    run_dir: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "run_id": self.run_id, "model": cfg.model, "methods": cfg.methods,
+            "benchmarks": [b.name for b in self.benchmarks], "profile": self.profile.to_dict(),
+            "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
+            "capability_limit": self.capability_limit,
+            "capability_generate_limit": self.capability_generate_limit, "adapter": cfg.adapter,
+            "method_args": cfg.method_args,
+            # plans of runs from before the split (cfg.split None) keep having none: whole sets
+            **({"split": {**describe_split(), "evaluated": cfg.split}} if cfg.split is not None else {}),
+            "second_judge": cfg.second_judge, "drift": cfg.drift,
+            **({"prompt_seed": cfg.prompt_seed} if cfg.prompt_seed is not None else {}),
+            **({"seeds": list(cfg.seeds)} if cfg.seeds else {}),
+            **({"method_options": cfg.method_options} if cfg.method_options else {}),
+        }
+
+    @property
+    def limit(self) -> int | None:
+        return self.config.limit if self.config.limit is not None else self.profile.eval_limit
+
+    @property
+    def capability_limit(self) -> int | None:
+        cfg = self.config
+        return cfg.capability_limit if cfg.capability_limit is not None else self.profile.capability_limit
+
+    @property
+    def capability_generate_limit(self) -> int | None:
+        """Documents per generation task: the config's own, else ``--capability-limit`` when given,
+        else the profile's cap (never above the profile's multiple-choice limit)."""
+        if self.config.capability_generate_limit is not None:
+            return self.config.capability_generate_limit
+        if self.config.capability_limit is not None or self.profile.capability_generate_limit is None:
+            return self.capability_limit
+        return min(self.profile.capability_generate_limit, self.capability_limit or self.profile.capability_generate_limit)
+
+    @property
+    def safety(self) -> list[BenchmarkSpec]:
+        return [b for b in self.benchmarks if b.kind != "capability"]
+
+    @property
+    def capability(self) -> list[BenchmarkSpec]:
+        return [b for b in self.benchmarks if b.kind == "capability"]
+
+    @property
+    def capability_sized(self) -> dict[str, int]:
+        """Documents of the multiple-choice tasks that count in the capability score, sized by the
+        profile's ``capability_halfwidth`` (empty when the profile or --capability-limit sets none)."""
+        from safesteer_bench.evaluation.capability import is_generation_task
+
+        n = self.profile.sized_documents()
+        if n is None or self.config.capability_limit is not None:
+            return {}
+        return {b.name: n for b in self.capability
+                if (b.small_model_composite or not self.profile.small) and not is_generation_task(b.task)}
+
+    @property
+    def trains(self) -> bool:
+        return any(get_method(m).kind == "training" for m in self.config.methods)
+
+    def judge_for(self, spec: BenchmarkSpec) -> str:
+        return self.config.judge or spec.default_judge
+
+    def second_judge_for(self, spec: BenchmarkSpec) -> str | None:
+        from safesteer_bench.evaluation.disagreement import second_judge_for
+
+        return second_judge_for(self.judge_for(spec), self.config.second_judge)
+
+
+def make_plan(cfg: RunConfig) -> Plan:
+    """Validate every name and value up front (before any model loads) and fix the run directory."""
+    cfg.methods = _unique_methods(cfg.methods)
+    for name in cfg.methods:
+        get_method(name)
+    resolve_model(cfg.model)
+    for flag, value in (("--limit", cfg.limit), ("--capability-limit", cfg.capability_limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})", f"omit {flag} to use the profile's count")
+    check_seed(cfg.seed)
+    for seed in [*(cfg.seeds or []), *([] if cfg.prompt_seed is None else [cfg.prompt_seed])]:
+        check_seed(seed)
+    if cfg.split not in SPLITS:
+        raise UserError(f"unknown split '{cfg.split}'", f"use one of: {', '.join(SPLITS)}")
+    check_method_args(cfg.method_args, list(cfg.methods))
+    for name, options in cfg.method_options.items():
+        if name in cfg.methods:  # chosen by `tune` for this method: every key must be its own
+            options_class(get_method(name)).parse(options, name)
+    chunk_prompts()  # a bad $SAFESTEER_BENCH_CHUNK fails here, not after the model loads
+    cfg.device = check_device(cfg.device)
+    cfg.dtype = check_dtype(cfg.dtype)
+    check_output_dir(Path(cfg.out))
+    profile = get_profile(cfg.profile)
+    benchmarks = resolve_benchmarks(cfg.benchmarks, profile.name)
+    from safesteer_bench.evaluation.judges import get_judge
+
+    if cfg.judge:
+        get_judge(cfg.judge)
+    if cfg.second_judge not in ("auto", "none"):
+        get_judge(cfg.second_judge)
+    plan = Plan(cfg, profile, benchmarks, "", Path())
+    plan.run_id = check_run_id(cfg.run_id) if cfg.run_id is not None else _default_run_id(plan)
+    plan.run_dir = Path(cfg.out) / plan.run_id
+    if plan.run_dir.exists() and not plan.run_dir.is_dir():
+        raise UserError(f"{plan.run_dir} is a file, not a run directory", "remove it or pass another --run-id")
+    return plan
+
+
+def _unique_methods(methods: list[str]) -> list[str]:
+    """The methods in order, each once; none at all is an error (an empty run is no comparison)."""
+    unique = list(dict.fromkeys(m.strip() for m in methods if m.strip()))
+    if not unique:
+        raise UserError("no method given", "pass --methods with at least one method, e.g. --methods base,safesteer "
+                                           "(see `safesteer-bench methods`)")
+    return unique
+
+
+def _default_run_id(plan: Plan) -> str:
+    data = plan.to_dict()
+    data.pop("run_id")
+    model = safe_component(plan.config.model.replace("/", "_"))
+    return check_run_id(f"{model}-{plan.profile.name}-{fingerprint(data)[:8]}")
+
+
+def describe_plan(plan: Plan) -> str:
+    lines = [
+        f"run {plan.run_id} -> {plan.run_dir}",
+        f"  model     {plan.config.model}   profile {plan.profile.name} ({plan.profile.description})",
+        f"  methods   {', '.join(plan.config.methods)}",
+        f"  benchmarks {', '.join(f'{b.name}[{plan.judge_for(b)}]' for b in plan.benchmarks)}",
+        f"  prompts per benchmark: {plan.limit or 'all'} of the {plan.config.split} split "
+        f"(dev {int(DEV_FRACTION * 100)} % of each set, for choices only); max new tokens: {plan.profile.max_new_tokens}",
+    ]
+    for name, options in plan.config.method_options.items():
+        if name in plan.config.methods:
+            lines.append(f"  {name} options (chosen on dev): " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    if plan.config.seeds:
+        lines.append(f"  seeds     {', '.join(map(str, plan.config.seeds))}: one sub-run each under "
+                     f"{plan.run_dir}/seed-<s>/, same evaluation prompts (seed {plan.config.seeds[0]}'s)")
+    lines.append(f"  second judge: {plan.config.second_judge}; benign drift: "
+                 f"{'on' if plan.config.drift else 'off'}")
+    if plan.capability:
+        lines.append(f"  capability documents per task: {plan.capability_limit or 'all'} "
+                     f"(generation tasks: {plan.capability_generate_limit or 'all'})")
+        if plan.capability_sized:
+            lines.append(f"  sized for +-{plan.profile.capability_halfwidth * 100:g} points (95 %): "
+                         + ", ".join(f"{k} {v}" for k, v in plan.capability_sized.items()))
+    return "\n".join(lines)
+
+
+class Runner:
+    """Executes a plan stage by stage; each stage is skipped when its output already exists."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.dir = plan.run_dir
+        self._base: LoadedModel | None = None
+        self._prompts: dict[str, list[Prompt]] = {}
+        self._budget: Any = None
+        self._started: float | None = None  # set by run(): the invocation's start
+        self._invocation: int | None = None  # this invocation's index in timing.json
+
+    # -- shared resources, loaded lazily so a fully finished run re-renders without a model ------
+    @property
+    def base(self) -> LoadedModel:
+        if self._base is None:
+            cfg = self.plan.config
+            started = time.perf_counter()
+            self._base = load_model(resolve_model(cfg.model), cfg.device, cfg.dtype)
+            self._tick("load", started)
+        return self._base
+
+    def prompts(self, spec: BenchmarkSpec) -> list[Prompt]:
+        if spec.name not in self._prompts:
+            cfg = self.plan.config
+            self._prompts[spec.name] = spec.prompts(cfg.data_dir, self.plan.limit, cfg.eval_seed,
+                                                    split=cfg.split)
+        return self._prompts[spec.name]
+
+    def eval_pool(self) -> list[Prompt]:
+        """Every prompt of the run's safety benchmarks (whole sets, not just the sampled subset)."""
+        return [p for spec in self.plan.safety for p in spec.load(self.plan.config.data_dir)]
+
+    @property
+    def budget(self) -> Any:
+        """The one Budget every training method of this run gets (None when nothing trains)."""
+        if self._budget is None and self.plan.trains:
+            from safesteer_bench.training.budget import Budget, make_budget
+
+            saved = read_json_dict(self.dir / "budget.json")
+            self._budget = _stored_budget(Budget, saved)
+            if self._budget is None:
+                cfg = self.plan.config
+                self._budget = make_budget(self.plan.profile, cfg.data_dir, cfg.seed, adapter=cfg.adapter,
+                                           exclude=self.eval_pool())
+                write_json_atomic(self.dir / "budget.json", self._budget.to_dict())
+        return self._budget
+
+    def check_data(self) -> None:
+        """Load every evaluation set now, so a missing file fails before any model work."""
+        for spec in self.plan.safety:
+            self.prompts(spec)
+        if self.plan.config.drift:
+            self._drift_setup()  # the drift stage's benign prompts too
+
+    def overlap(self) -> dict[str, Any]:
+        """Pool prompts whose normalized text is in an evaluation set of the run, per (pool, set).
+
+        Every one of them is excluded: the Budget drops them from training, the direction search
+        drops TDC 2023 behaviors found in any safety set. Only pools the run's methods use count.
+        """
+        from safesteer_bench.data import load_gptfuzzer_questions, load_tdc2023, overlap
+
+        data_dir = self.plan.config.data_dir
+        pools = {}
+        if self.plan.trains:
+            pools["gptfuzzer-questions (training pool)"] = load_gptfuzzer_questions(data_dir)
+        if any(m != "base" for m in self.plan.config.methods):
+            pools["tdc2023 (direction prompts)"] = load_tdc2023(data_dir)
+        report: dict[str, Any] = {}
+        for pool_name, pool in pools.items():
+            for spec in self.plan.safety:
+                pairs = overlap(pool, spec.load(data_dir))
+                if pairs:
+                    report[f"{pool_name} × {spec.name}"] = len(pairs)
+        return report
+
+    def _tick(self, stage: str, started: float) -> None:
+        self.plan.stage_seconds[stage] = self.plan.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        if self._started is not None:
+            # Persist as each stage ends: a SIGKILLed invocation keeps the time of what it finished.
+            self._record_invocation(time.perf_counter() - self._started, finished=False)
+
+    # -- stages ---------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Every stage, under the run directory's lock (a second process on the same run fails)."""
+        with run_lock(self.dir):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, Any]:
+        self._started = time.perf_counter()
+        write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
+        self.check_data()
+        for method in self.plan.config.methods:
+            self.evaluate_method(method)
+        results = self.aggregate(wall_seconds=time.perf_counter() - self._started)
+        report = self.render(results)
+        if self.plan.config.index:
+            from safesteer_bench.reporting.leaderboard import index_quietly
+
+            index_quietly(Path(self.plan.config.out), results, report)
+        return results
+
+    def evaluate_method(self, name: str) -> None:
+        policy: Policy | None = None
+        for spec in self.plan.safety:
+            if self._judged(name, spec) is not None:
+                continue
+            policy = policy or self.policy(name)
+            rows = self.generate(policy, spec)
+            self.judge(name, spec, rows)
+        if self.plan.capability and self._capability(name) is None:
+            policy = policy or self.policy(name)
+            self.run_capability(name, policy)
+        if self.plan.config.drift and self._drift(name) is None:
+            self.run_drift(name, policy or self.policy(name))
+
+    # -- benign drift (drift_stage.py) ------------------------------------------------------------
+    def _drift_setup(self) -> tuple[list[str], GenConfig, str]:
+        from safesteer_bench.evaluation.drift_stage import drift_prompts, prompts_key
+
+        cfg = self.plan.config
+        prompts = drift_prompts(cfg.data_dir, self.plan.limit, cfg.eval_seed)
+        gen = GenConfig(max_new_tokens=self.plan.profile.max_new_tokens, batch_size=self.plan.profile.batch_size,
+                        seed=cfg.seed)
+        return prompts, gen, prompts_key(prompts, gen, cfg.seed)
+
+    def _drift(self, name: str) -> dict[str, Any] | None:
+        """Stored drift of ``name`` for this plan; None when missing, stale, or when its prompts
+        cannot be loaded here (rejudge of a run whose data folder lacks them)."""
+        from safesteer_bench.evaluation.drift_stage import stored_metrics
+
+        try:
+            key = self._drift_key(name)
+        except UserError:
+            return None
+        return stored_metrics(self.dir / "drift", name, key)
+
+    def _drift_key(self, name: str) -> str:
+        from safesteer_bench.evaluation.drift_stage import method_key, stored_completions_key
+
+        artifact = read_json_dict(self.dir / "methods" / name / "artifact.json")
+        return method_key(self._drift_setup()[2], stored_completions_key(self.dir / "drift"), artifact)
+
+    def run_drift(self, name: str, policy: Policy) -> None:
+        from safesteer_bench.evaluation.drift_stage import base_completions, method_drift
+
+        started = time.perf_counter()
+        prompts, gen, _ = self._drift_setup()
+        base = policy if name == "base" else self.policy("base")
+        completions, _ = base_completions(self.dir / "drift", base, prompts, gen)
+        method_drift(self.dir / "drift", name, policy, base, prompts, completions, self._drift_key(name),
+                     self.plan.config.seed)
+        self._tick("drift", started)
+
+    def _capability_key(self, policy: Policy) -> str:
+        cfg = self.plan.config
+        sized = [self.plan.capability_sized] if self.plan.capability_sized else []  # old keys unchanged
+        return fingerprint(policy.fingerprint, [b.name for b in self.plan.capability], self.plan.capability_limit,
+                           self.plan.capability_generate_limit,
+                           cfg.allow_code_execution, cfg.eval_seed, *sized)
+
+    def run_capability(self, name: str, policy: Policy) -> None:
+        from safesteer_bench.evaluation.capability import run_capability
+
+        started = time.perf_counter()
+        cfg = self.plan.config
+        results = run_capability(policy, self.plan.capability, self.plan.capability_limit, cfg.data_dir,
+                                 self.dir / "capability" / name, allow_code_execution=cfg.allow_code_execution,
+                                 seed=cfg.eval_seed, generate_limit=self.plan.capability_generate_limit,
+                                 limits=self.plan.capability_sized,
+                                 generate_batch_size=self.plan.profile.batch_size)
+        write_json_atomic(self.dir / "capability" / f"{name}.json",
+                          {"key": self._capability_key(policy), "plan": self._capability_plan(), "results": results})
+        self._tick("capability", started)
+
+    def _capability(self, name: str) -> dict[str, Any] | None:
+        """Stored capability results of ``name`` when they cover this plan's tasks and limit."""
+        stored = read_json_dict(self.dir / "capability" / f"{name}.json")
+        if stored is None or not isinstance(stored.get("results"), dict) \
+                or not all(isinstance(v, dict) for v in stored["results"].values()) \
+                or set(stored["results"]) != {b.name for b in self.plan.capability}:
+            return None
+        if stored.get("plan") not in (None, self._capability_plan()):
+            return None
+        return stored["results"]
+
+    def _capability_plan(self) -> dict[str, Any]:
+        cfg = self.plan.config
+        sized = {"sized": self.plan.capability_sized} if self.plan.capability_sized else {}
+        return {**sized, "limit": self.plan.capability_limit, "generate_limit": self.plan.capability_generate_limit,
+                "code": cfg.allow_code_execution, "seed": cfg.eval_seed}
+
+    def context(self, name: str) -> MethodContext:
+        cfg = self.plan.config
+        budget = self.budget if get_method(name).kind == "training" else None
+        return method_context(name, self.base, self.plan.profile, self.dir / "methods" / name,
+                              data_dir=cfg.data_dir, seed=cfg.seed, budget=budget, shared_dir=cfg.shared_dir,
+                              options={**cfg.method_args, **cfg.method_options.get(name, {})})
+
+    def policy(self, name: str) -> Policy:
+        method = get_method(name)
+        ctx = self.context(name)
+        workdir = ctx.workdir
+        done = read_json_dict(workdir / "artifact.json")
+        if done is not None:
+            try:
+                return method.policy(ctx, done)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # A damaged artifact.json (fields missing or mistyped) is retrained, not trusted.
+                log.warning("%s: stored artifact unusable (%s: %s); training again", name, type(exc).__name__, exc)
+        started = time.perf_counter()
+        artifact = method.prepare(ctx)
+        write_json_atomic(workdir / "artifact.json", artifact)
+        self._tick("train", started)
+        return method.policy(ctx, artifact)
+
+    def gen_config(self, spec: BenchmarkSpec) -> GenConfig:
+        profile = self.plan.profile
+        return GenConfig(max_new_tokens=spec.max_new_tokens or profile.max_new_tokens,
+                         batch_size=profile.batch_size, seed=self.plan.config.seed)
+
+    def generate(self, policy: Policy, spec: BenchmarkSpec) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        checkpoint = self.dir / "samples" / policy.name / f"{spec.name}.gen.jsonl"
+        rows = generate_checkpointed(policy, self.prompts(spec), self.gen_config(spec), checkpoint,
+                                     self.plan.config.progress)
+        self._tick("generate", started)
+        return rows
+
+    def judge(self, method: str, spec: BenchmarkSpec, rows: list[dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        second = self.plan.second_judge_for(spec)
+        judged = judge_rows(spec, self.prompts(spec), rows, self.plan.judge_for(spec), second)
+        path = self.dir / "samples" / method / f"{spec.name}.jsonl"
+        write_jsonl_atomic(path, judged)
+        write_json_atomic(path.with_suffix(".meta.json"),
+                          {"judge": self.plan.judge_for(spec), "second_judge": second, "n": len(judged),
+                           "gen_key": rows[0].get("key") if rows else None})
+        self._tick("judge", started)
+
+    def _judged(self, method: str, spec: BenchmarkSpec) -> list[dict[str, Any]] | None:
+        """The stored judged rows when complete, well-formed and judged by this plan's judge;
+        None sends the benchmark back to judging (from the generation checkpoint)."""
+        path = self.dir / "samples" / method / f"{spec.name}.jsonl"
+        meta = read_json_dict(path.with_suffix(".meta.json"))
+        if meta is None or meta.get("judge") != self.plan.judge_for(spec) \
+                or meta.get("second_judge") != self.plan.second_judge_for(spec):
+            return None
+        rows = list(read_jsonl(path))
+        expected = [p.id for p in self.prompts(spec)]
+        if len(rows) != meta.get("n") or not all_valid_judged(rows) or [r["id"] for r in rows] != expected:
+            return None
+        return rows
+
+    def aggregate(self, wall_seconds: float) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for method in self.plan.config.methods:
+            results[method] = {}
+            for spec in self.plan.safety:
+                rows = self._judged(method, spec) or []
+                results[method][spec.name] = score_rows(rows, seed=self.plan.config.eval_seed)
+            results[method].update(self._capability(method) or {})
+            drift = self._drift(method) if self.plan.config.drift else None
+            if drift is not None:
+                results[method][DRIFT_BENCHMARK] = drift
+        doc = {
+            "run_id": self.plan.run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": self.plan.config.command,
+            "environment": _environment(),
+            "plan": self.plan.to_dict(),
+            "benchmarks": {**{s.name: _benchmark_info(s, self.plan.judge_for(s), self.plan.profile)
+                              for s in self.plan.benchmarks},
+                           **({DRIFT_BENCHMARK: DRIFT_INFO} if self.plan.config.drift else {})},
+            "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
+            "results": results,
+            "budget": self.budget.to_dict() if self.budget is not None else None,
+            "overlap": self.overlap(),
+            "judges": _judge_agreement({self.plan.judge_for(s) for s in self.plan.safety}, self.plan.config.data_dir),
+            "timing": self._timing(wall_seconds),
+            **({"tuning": cfg_tuning} if (cfg_tuning := self.plan.config.tuning) else {}),
+        }
+        write_json_atomic(self.dir / "results.json", doc)
+        return doc
+
+    def _timing_history(self) -> list[dict[str, Any]]:
+        """timing.json's invocations, keeping only well-formed entries (a damaged file is not trusted)."""
+        doc = read_json_dict(self.dir / "timing.json") or {}
+        history = doc.get("invocations")
+        if not isinstance(history, list):
+            return []
+        return [inv for inv in history if isinstance(inv, dict) and isinstance(inv.get("wall_seconds"), (int, float))
+                and isinstance(inv.get("stages"), dict)
+                and all(isinstance(v, (int, float)) for v in inv["stages"].values())]
+
+    def _record_invocation(self, wall_seconds: float, finished: bool) -> list[dict[str, Any]]:
+        """Write this invocation's wall and stage seconds into timing.json (one entry, updated)."""
+        history = self._timing_history()
+        entry = {"wall_seconds": round(wall_seconds, 3), "finished": finished,
+                 "stages": {k: round(v, 3) for k, v in self.plan.stage_seconds.items()}}
+        if self._invocation is not None and self._invocation < len(history):
+            history[self._invocation] = entry
+        else:
+            self._invocation = len(history)
+            history.append(entry)
+        write_json_atomic(self.dir / "timing.json", {"invocations": history})
+        return history
+
+    def _timing(self, wall_seconds: float) -> dict[str, Any]:
+        """Wall and stage seconds summed over every invocation of this run (resumes included,
+        and invocations that were killed after finishing a stage)."""
+        history = self._record_invocation(wall_seconds, finished=True)
+        stages: dict[str, float] = {}
+        for inv in history:
+            for k, v in inv["stages"].items():
+                stages[k] = round(stages.get(k, 0.0) + v, 2)
+        wall = round(sum(inv["wall_seconds"] for inv in history), 2)
+        work = sum(stages.get(k, 0.0) for k in ("load", "train", "generate", "judge", "capability", "drift"))
+        return {"wall_seconds": wall, "stages": stages, "invocations": len(history),
+                "harness_overhead": round(wall / work, 3) if work else None}
+
+    def render(self, results: dict[str, Any]) -> Path:
+        from safesteer_bench.reporting.report import render_report
+
+        samples = {m: {s.name: self._judged(m, s) or [] for s in self.plan.safety}
+                   for m in self.plan.config.methods}
+        return render_report(results, samples, self.dir / "report.html")
+
+
+def _stored_budget(budget_cls: Any, saved: dict[str, Any] | None) -> Any:
+    """The Budget in budget.json, or None when missing or damaged (then it is made again: it is
+    deterministic in the plan, so every method still gets the identical one)."""
+    if saved is None:
+        return None
+    try:
+        return budget_cls.from_dict(saved)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("budget.json is damaged (%s); rebuilding it from the plan", exc)
+        return None
+
+
+def _judge_agreement(judges: set[str], data_dir: Path | None) -> dict[str, Any]:
+    """Stored agreement with human labels for each judge used (see ``judges validate``)."""
+    from safesteer_bench.evaluation.judge_agreement import stored_agreement
+
+    return {name: a for name in sorted(judges) if (a := stored_agreement(name, data_dir)) is not None}
+
+
+def _benchmark_info(spec: BenchmarkSpec, judge: str, profile: Profile | None = None) -> dict[str, Any]:
+    info = {"kind": spec.kind, "description": spec.description, "judge": judge,
+            "harmful": spec.harmful, "source": spec.source}
+    if spec.kind == "capability":
+        info["composite"] = spec.small_model_composite or not (profile is not None and profile.small)
+    return info
+
+
+def _method_info(workdir: Path, name: str) -> dict[str, Any]:
+    method = get_method(name)
+    from safesteer_bench.reporting.gate import SPENT_NUMBERS
+
+    artifact = read_json_dict(workdir / "artifact.json") or {}
+    spent = artifact.get("spent")
+    # only the figures reports do arithmetic on must be numbers (spent also holds strings and dicts)
+    if spent is not None and not (isinstance(spent, dict) and all(
+            spent.get(k) is None or (isinstance(spent[k], (int, float)) and not isinstance(spent[k], bool))
+            for k in SPENT_NUMBERS)):
+        # A damaged record of spent compute is left out of results.json rather than copied in.
+        log.warning("%s: artifact.json's 'spent' is malformed; left out of results.json", name)
+        artifact = {k: v for k, v in artifact.items() if k != "spent"}
+    return {"kind": method.kind, "description": method.description, "artifact": artifact}
+
+
+# Libraries whose versions change numbers: generation, adapters, the two evaluation harnesses.
+VERSIONED = ("transformers", "peft", "lm-eval", "inspect-ai", "scipy", "accelerate")
+
+
+def _environment() -> dict[str, Any]:
+    import torch
+    from importlib.metadata import PackageNotFoundError, version
+
+    env: dict[str, Any] = {"python": sys.version.split()[0], "torch": torch.__version__,
+                           "platform": platform.platform(), "git_commit": _git_commit()}
+    for package in VERSIONED:
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:
+            env[package] = None
+    return env
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run(cfg: RunConfig) -> tuple[Plan, dict[str, Any]]:
+    plan = make_plan(cfg)
+    if cfg.seeds and len(cfg.seeds) > 1:
+        from safesteer_bench.pipeline.seed_runner import SeedRunner
+
+        return plan, SeedRunner(plan).run()
+    return plan, Runner(plan).run()

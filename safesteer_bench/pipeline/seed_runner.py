@@ -1,0 +1,69 @@
+"""Runs a ``--seeds`` plan: its sub-runs one after another, then the combined results (seeds.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from safesteer_bench.pipeline.seeds import combine_results, seed_configs
+from safesteer_bench.pipeline.store import read_json_dict, run_lock, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class SeedRunner:
+    """Each seed is an ordinary resumable run under ``<run>/seed-<s>/``; the parent directory
+    holds the combined ``results.json`` and ``report.html``. Re-running resumes every sub-run."""
+
+    def __init__(self, plan: Any) -> None:
+        from safesteer_bench.pipeline.runner import Runner, make_plan
+
+        self.plan = plan
+        self.dir: Path = plan.run_dir
+        self.runners = {cfg.seed: Runner(make_plan(cfg)) for cfg in seed_configs(plan.config, plan.run_dir)}
+        for runner in self.runners.values():
+            runner.plan.config.index = False  # the combined run is filed, not its parts
+
+    def check_data(self) -> None:
+        next(iter(self.runners.values())).check_data()
+
+    @property
+    def budget(self) -> Any:
+        return next(iter(self.runners.values())).budget
+
+    def overlap(self) -> dict[str, Any]:
+        return next(iter(self.runners.values())).overlap()
+
+    def run(self) -> dict[str, Any]:
+        with run_lock(self.dir):
+            return self._run_locked()
+
+    def _run_locked(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
+        docs: dict[int, dict[str, Any]] = {}
+        for seed, runner in self.runners.items():
+            log.info("seed %s: %s", seed, ", ".join(runner.plan.config.methods))
+            runner.run()
+            docs[seed] = read_json_dict(runner.dir / "results.json") or {}
+        results = combine_results(docs, self.plan.to_dict(), self.plan.run_id)
+        results["timing"]["parent_wall_seconds"] = round(time.perf_counter() - started, 2)
+        write_json_atomic(self.dir / "results.json", results)
+        report = self.render(results)
+        from safesteer_bench.reporting.leaderboard import index_quietly
+
+        index_quietly(Path(self.plan.config.out), results, report)
+        return results
+
+    def render(self, results: dict[str, Any]) -> Path:
+        """The combined report; sample completions come from the first seed that ran each method."""
+        from safesteer_bench.reporting.report import render_report
+
+        samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for method in self.plan.config.methods:
+            runner = next((r for r in self.runners.values() if method in r.plan.config.methods), None)
+            if runner is not None:
+                samples[method] = {s.name: runner._judged(method, s) or [] for s in runner.plan.safety}
+        return render_report(results, samples, self.dir / "report.html")

@@ -1,0 +1,2 @@
+"""Choosing options on dev prompts: declarative search spaces and the Optuna studies behind
+``safesteer-bench tune`` (docs/architecture.md §6)."""

@@ -1,0 +1,82 @@
+"""Typed method options: one dataclass per method, parsed once, errors that list the valid keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from safesteer_bench.cli import main
+from safesteer_bench.errors import UserError
+from safesteer_bench.methods.api import METHODS, get_method
+from safesteer_bench.options import check_method_args, method_args_for, options_class
+from safesteer_bench.methods.safesteer import SafeSteerOptions
+from safesteer_bench.training.students import TrainingOptions
+
+
+def test_strings_from_the_command_line_become_typed_values():
+    opts = SafeSteerOptions.parse({"loss_variant": "partial", "token_set_size": "10", "coef": "auto",
+                                   "learning_rate": "3e-4", "layer": "12", "teacher_coef": ""}, "safesteer")
+    assert (opts.loss_variant, opts.token_set_size, opts.coef, opts.learning_rate, opts.layer) == \
+        ("partial", 10, "auto", 3e-4, 12)
+    assert opts.teacher_coef is None  # empty means unset
+    assert SafeSteerOptions.parse({"coef": "1.5"}, "safesteer").coef == 1.5
+    assert SafeSteerOptions().loss_variant == "tail-bucket"  # the dev-chosen default
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"loss_varient": "renormalize"}, "unknown option 'loss_varient'"),
+    ({"token_set_size": "0"}, "token_set_size"),
+    ({"token_set_size": "2.5"}, "integer"),
+    ({"learning_rate": "nan"}, "learning_rate"),
+    ({"loss_variant": "bogus"}, "partial | renormalize | tail-bucket"),
+    ({"train_fraction": "1.5"}, "[0.001, 1]"),
+])
+def test_unknown_keys_and_bad_values_are_one_line_errors(raw, needle):
+    with pytest.raises(UserError) as err:
+        SafeSteerOptions.parse(raw, "safesteer")
+    text = str(err.value)
+    assert needle in text and "\n" not in text
+    if "unknown" in text:
+        assert "loss_variant" in text and "token_set_size" in text  # the valid keys are listed
+
+
+def test_each_method_reads_only_its_own_keys():
+    args = {"loss_variant": "partial", "coef": "2", "alpha": "0.3"}
+    assert method_args_for("base", args) == {}
+    assert method_args_for("steering", args) == {"coef": "2"}
+    assert method_args_for("global-kl", args) == {"coef": "2"}  # no loss variant to choose
+    assert method_args_for("safesteer", args) == {"loss_variant": "partial", "coef": "2"}
+    assert method_args_for("alignbeam", args) == {"coef": "2", "alpha": "0.3"}
+    check_method_args(args, ["base", "safesteer", "alignbeam"])
+    with pytest.raises(UserError, match="unknown --method-args key 'alpha'"):
+        check_method_args({"alpha": "0.3"}, ["base", "safesteer"])
+
+
+def test_every_tunable_key_is_an_option_and_every_default_parses():
+    get_method("base")
+    for name, method in METHODS:
+        cls = options_class(method)
+        keys = set(cls.keys())
+        assert set(getattr(method, "search_space", {}) or {}) <= keys, name
+        parsed = cls.parse({k: str(v) for k, v in (getattr(method, "defaults", {}) or {}).items()}, name)
+        assert isinstance(parsed, cls)
+    assert issubclass(options_class(get_method("sft")), TrainingOptions)
+
+
+def test_methods_details_and_run_help_list_every_option(capsys):
+    assert main(["methods", "--details"]) == 0
+    out = capsys.readouterr().out
+    for key in SafeSteerOptions.keys():
+        assert key in out
+    assert "--method-args token_set_size=50" in out and "(partial | renormalize | tail-bucket)" in out
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = capsys.readouterr().out
+    assert "safesteer: direction_mode=auto" in help_text and "alignbeam:" in help_text
+
+
+def test_train_takes_the_same_options_the_same_way(capsys, tmp_path):
+    code = main(["train", "--method", "safesteer", "--out", str(tmp_path / "t"), "--method-args", "loss_varient=partial"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "valid keys" in err[0]
+    code = main(["train", "--method", "sft", "--out", str(tmp_path / "t"), "--method-args", "loss_variant=partial"])
+    assert code == 2 and "loss_variant" in capsys.readouterr().err
