@@ -86,6 +86,25 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+ENV_PROFILE = "SAFESTEER_BENCH_PROFILE"  # the default profile of this machine or test session
+LARGE_FOR_CPU = 1_000_000_000  # parameters above which a CPU run defaults to smoke
+
+
+def default_profile(device: str, params: int | None) -> tuple[str, str]:
+    """(profile, why) when ``--profile`` is not given: $SAFESTEER_BENCH_PROFILE, else paper on a GPU,
+    quick on CPU, and smoke for a model over 1B parameters on CPU (quick would take days)."""
+    import os
+
+    if os.environ.get(ENV_PROFILE):
+        return os.environ[ENV_PROFILE], f"from ${ENV_PROFILE}"
+    if device.startswith("cuda"):
+        return "paper", "the default on a GPU"
+    if params is not None and params > LARGE_FOR_CPU:
+        return "smoke", (f"the default for a {params / 1e9:.1f}B model on CPU: quick would take days; "
+                         "pass --profile to choose")
+    return "quick", "the default on CPU"
+
+
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise unknown_name("profile", name, list(PROFILES), "run --help")

@@ -9,6 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SAFESTEER_BENCH_TEST_DATA") or REPO.parent / "shared" / "datasets")
+# Tests that do not name a profile run the CI-sized one (a plain `run` on CPU defaults to quick);
+# subprocesses inherit it. tests/test_estimate.py unsets it to test the device default.
+os.environ.setdefault("SAFESTEER_BENCH_PROFILE", "smoke")
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -358,15 +358,17 @@ def test_debug_works_after_the_subcommand(tmp_path, capsys):
 
 def test_argparse_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["run"])  # --methods missing
+        main(["run", "--limit"])  # a flag without its value
     assert info.value.code == 2
+    assert "--limit" in _one_error_line(capsys.readouterr().err)
+    assert main(["run"]) == 2  # --methods missing (it may come from --config)
     assert "--methods" in _one_error_line(capsys.readouterr().err)
 
 
 def test_piping_into_head_ends_without_a_traceback(tmp_path):
     """`summary | head -1` closes the pipe early; the command must stop quietly."""
     results = REPO / "reports" / "history" / "smollm2-135m-quick-v1" / "results.json"
-    script = f"{sys.executable} -m safesteer_bench.cli.main summary {results} | head -c 10; exit ${{PIPESTATUS[0]}}"
+    script = f"{sys.executable} -m safesteer_bench summary {results} | head -c 10; exit ${{PIPESTATUS[0]}}"
     # A long table and a tiny pipe buffer make the write fail for sure.
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -80,3 +80,12 @@ def test_train_takes_the_same_options_the_same_way(capsys, tmp_path):
     assert code == 2 and len(err) == 1 and "valid keys" in err[0]
     code = main(["train", "--method", "sft", "--out", str(tmp_path / "t"), "--method-args", "loss_variant=partial"])
     assert code == 2 and "loss_variant" in capsys.readouterr().err
+
+
+@pytest.mark.real
+def test_a_layer_beyond_the_searched_blocks_fails_in_the_dry_run(smollm2, capsys, tmp_path):
+    code = main(["run", "--methods", "base,steering", "--model", "smollm2-135m", "--method-args", "layer=99",
+                 "--dry-run", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "layer=99 is outside the searched blocks" in err[0]
+    assert "30 blocks" in err[0] and "layer=0..23" in err[0]

@@ -122,7 +122,7 @@ def _check_plan_doc(doc: Any, path: Path) -> dict[str, Any]:
         if not doc[key] or not all(isinstance(v, str) for v in doc[key]):
             raise UserError(f"{path} has no valid '{key}' list (damaged plan)", fix)
     for key, types in (("method_args", (dict, type(None))), ("seed", (int,)),
-                       ("limit", (int, type(None))), ("capability_limit", (int, type(None)))):
+                       ("limit", (int, float, type(None))), ("capability_limit", (int, type(None)))):
         if key in doc and not isinstance(doc[key], types):
             raise UserError(f"{path} has an invalid '{key}' field (damaged plan)", fix)
     return doc
@@ -177,6 +177,9 @@ def load_plan(run_dir: Path, data_dir: Path | None = None) -> Any:
         raise UserError(f"{run_dir / 'plan.json'} has an unsafe run_id {doc['run_id']!r} (damaged plan)",
                         "re-run the run's `safesteer-bench run` command to rewrite it") from None
     resolve_benchmarks("advbench")  # imports every benchmark spec
+    files = doc.get("benchmark_files") or {}
+    if isinstance(files, dict) and files:  # user benchmarks: rebuilt from their files
+        resolve_benchmarks(",".join(str(path) for path in files.values()))
     old = read_json_dict(run_dir / "results.json") or {}
     profile = get_profile(doc["profile"]["name"])
     cfg = RunConfig(methods=list(doc["methods"]), model=doc["model"], benchmarks=",".join(doc["benchmarks"]),
@@ -255,6 +258,25 @@ def _outcome(row: dict[str, Any]) -> tuple[Any, Any]:
     return row.get("refused"), (not row.get("refused")) if harmful is None else harmful
 
 
+@dataclass(frozen=True)
+class _RejudgeScope:
+    """What one rejudge covers: the run's plan and the chosen safety benchmarks and methods."""
+
+    plan: Any
+    benchmarks: list[str]
+    methods: list[str]
+
+
+@dataclass(frozen=True)
+class _RejudgeJob:
+    """What every method x benchmark of one rejudge shares: the plan, its runner and the new judge."""
+
+    plan: Any
+    runner: Any
+    judge: str
+    label: str  # the judge's label (judge + model)
+
+
 def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
                 methods: list[str] | None = None, data_dir: Path | None = None) -> dict[str, Any]:
     """Re-judge a run's stored completions with ``judge``; returns the new results.json document.
@@ -268,7 +290,14 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
     from safesteer_bench.pipeline.store import run_lock
 
     get_judge(judge)  # unknown names fail before anything is touched
-    plan = load_plan(run_dir, data_dir)
+    scope = _rejudge_scope(load_plan(run_dir, data_dir), benchmarks, methods)
+    _refuse_mixed_judges(scope.plan, judge, scope.benchmarks, scope.methods)
+    with run_lock(scope.plan.run_dir):
+        return _rejudge_locked(scope.plan, judge, scope.benchmarks, scope.methods)
+
+
+def _rejudge_scope(plan: Any, benchmarks: list[str] | None, methods: list[str] | None) -> _RejudgeScope:
+    """The chosen safety benchmarks and methods (default: all); a name the run lacks is a UserError."""
     safety = {s.name: s for s in plan.safety}
     if not safety:
         raise UserError(f"run {plan.run_id} has no safety benchmark, so there is nothing to rejudge",
@@ -283,9 +312,7 @@ def rejudge_run(run_dir: Path, judge: str, benchmarks: list[str] | None = None,
     if bad:
         raise UserError(f"run {plan.run_id} has no method(s) {', '.join(bad)}",
                         f"choose from: {', '.join(plan.config.methods)}")
-    _refuse_mixed_judges(plan, judge, chosen, chosen_methods)
-    with run_lock(plan.run_dir):
-        return _rejudge_locked(plan, judge, chosen, chosen_methods)
+    return _RejudgeScope(plan, chosen, chosen_methods)
 
 
 def _refuse_mixed_judges(plan: Any, judge: str, chosen: list[str], chosen_methods: list[str]) -> None:
@@ -304,45 +331,67 @@ def _refuse_mixed_judges(plan: Any, judge: str, chosen: list[str], chosen_method
 
 
 def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: list[str]) -> dict[str, Any]:
-    from safesteer_bench.evaluation.disagreement import second_judge_for
-    from safesteer_bench.evaluation.evaluate import judge_rows
+    """Re-judge the chosen method x benchmark samples (all or none), then rewrite results.json and the report."""
     from safesteer_bench.evaluation.judges import get_judge
     from safesteer_bench.evaluation.model_judges import judge_label
     from safesteer_bench.pipeline.runner import Runner
-    from safesteer_bench.pipeline.store import read_json_dict, write_json_atomic, write_jsonl_atomic
 
     started = time.perf_counter()
     label = judge_label(get_judge(judge))
     safety = {s.name: s for s in plan.safety}
-    runner = Runner(plan)
-    judges = _current_judges(runner, plan, judge, chosen)
-    stored = {(m, b): _stored_rows(runner, m, safety[b]) for m in chosen_methods for b in chosen}
+    job = _RejudgeJob(plan, Runner(plan), judge, label)
+    judges = _current_judges(job.runner, plan, judge, chosen)
+    stored = _complete_stored(job, safety, chosen, chosen_methods)
+    changes: list[dict[str, Any]] = []
+    for (method, name), found in stored.items():
+        changes.append(_rejudge_samples(job, safety[name], method, found))
+    return _write_rejudged_results(job, judges, changes, started)
+
+
+def _complete_stored(job: _RejudgeJob, safety: dict[str, Any], chosen: list[str],
+                     chosen_methods: list[str]) -> dict[tuple[str, str], _Stored]:
+    """Every chosen method x benchmark's stored completions; any incomplete one is a UserError."""
+    stored = {(m, b): _stored_rows(job.runner, m, safety[b]) for m in chosen_methods for b in chosen}
     missing = [f"{m}/{b}" for (m, b), found in stored.items() if found is None]
     if missing:
+        plan = job.plan
         raise UserError(f"run {plan.run_id} has incomplete stored completions for {', '.join(missing)}; "
                         "nothing was rejudged",
                         f"re-run the run's command (`{plan.config.command or 'safesteer-bench run …'}`) to "
                         "generate the missing ones, then rejudge")
-    changes: list[dict[str, Any]] = []
-    for (method, name), found in stored.items():
-        assert found is not None
-        judged = judge_rows(safety[name], found.prompts, found.rows, judge,
-                            second_judge_for(judge, plan.config.second_judge))
-        path = runner.dir / "samples" / method / f"{name}.jsonl"
-        write_jsonl_atomic(path, judged)
-        write_json_atomic(path.with_suffix(".meta.json"), {
-            "judge": judge, "judge_label": judged[0]["judge"] if judged else label, "n": len(judged),
-            "second_judge": second_judge_for(judge, plan.config.second_judge),
-            "gen_key": found.meta.get("gen_key") or found.rows[0].get("key"),
-            "rejudged_from": found.meta.get("judge"),
-        })
-        runner._prompts[name] = found.prompts  # noqa: SLF001 - the samples are the truth here
-        changes.append(_change(method, name, found, judged))
-        c = changes[-1]
-        log.info("%s/%s: %s -> %s: %d/%d verdict(s) changed (refused/harmful), %d newly judged, "
-                 "%d parse error(s)", method, name, c["from"], judge, c["changed"], c["n"], c["new"],
-                 c["parse_errors"])
+    return {key: found for key, found in stored.items() if found is not None}
 
+
+def _rejudge_samples(job: _RejudgeJob, spec: Any, method: str, found: _Stored) -> dict[str, Any]:
+    """Judge one method x benchmark's completions, rewrite its samples and meta; returns its change entry."""
+    from safesteer_bench.evaluation.disagreement import second_judge_for
+    from safesteer_bench.evaluation.evaluate import judge_rows
+    from safesteer_bench.pipeline.store import write_json_atomic, write_jsonl_atomic
+
+    plan, judge, name = job.plan, job.judge, spec.name
+    judged = judge_rows(spec, found.prompts, found.rows, judge, second_judge_for(judge, plan.config.second_judge))
+    path = job.runner.dir / "samples" / method / f"{name}.jsonl"
+    write_jsonl_atomic(path, judged)
+    write_json_atomic(path.with_suffix(".meta.json"), {
+        "judge": judge, "judge_label": judged[0]["judge"] if judged else job.label, "n": len(judged),
+        "second_judge": second_judge_for(judge, plan.config.second_judge),
+        "gen_key": found.meta.get("gen_key") or found.rows[0].get("key"),
+        "rejudged_from": found.meta.get("judge"),
+    })
+    job.runner._prompts[name] = found.prompts  # noqa: SLF001 - the samples are the truth here
+    c = _change(method, name, found, judged)
+    log.info("%s/%s: %s -> %s: %d/%d verdict(s) changed (refused/harmful), %d newly judged, "
+             "%d parse error(s)", method, name, c["from"], judge, c["changed"], c["n"], c["new"],
+             c["parse_errors"])
+    return c
+
+
+def _write_rejudged_results(job: _RejudgeJob, judges: dict[str, str], changes: list[dict[str, Any]],
+                            started: float) -> dict[str, Any]:
+    """Aggregate results.json under the benchmarks' judges, append the rejudge history entry, re-render."""
+    from safesteer_bench.pipeline.store import read_json_dict, write_json_atomic
+
+    plan, runner, judge = job.plan, job.runner, job.judge
     if all(j == judge for j in judges.values()):
         plan.config.judge = judge
     plan.judge_for = lambda spec: judges.get(spec.name, spec.default_judge)  # type: ignore[method-assign]
@@ -352,7 +401,7 @@ def _rejudge_locked(plan: Any, judge: str, chosen: list[str], chosen_methods: li
     doc = runner.aggregate(wall_seconds=elapsed)
     history = [h for h in old.get("rejudge", []) if isinstance(h, dict)] if isinstance(old.get("rejudge"), list) else []
     history.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "judge": judge,
-                    "judge_label": label, "seconds": round(elapsed, 2), "changes": changes})
+                    "judge_label": job.label, "seconds": round(elapsed, 2), "changes": changes})
     doc["rejudge"] = history
     write_json_atomic(runner.dir / "results.json", doc)
     report = runner.render(doc)

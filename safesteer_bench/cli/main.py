@@ -16,7 +16,7 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 from safesteer_bench.errors import UserError
 
@@ -78,6 +78,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count_or_fraction(text: str) -> int | float:
+    """An argparse type for ``run --limit``: a count (``20``: a whole number of at least 1) or a
+    fraction of each benchmark's test split (``0.1``: 0 < f <= 1), as lm-eval's ``--limit``."""
+    import math
+
+    hint = "give a count such as 20 or a fraction of each benchmark's test split such as 0.1"
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            fraction = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a count or a fraction, got '{text}' — {hint}") from None
+        if not (math.isfinite(fraction) and 0 < fraction <= 1):
+            raise argparse.ArgumentTypeError(f"a fraction must be in 0 < f <= 1 and a count a whole number, "
+                                             f"got '{text}' — {hint}")
+        return fraction
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value} — {hint}")
+    return value
+
+
 def _kv(text: str) -> dict[str, str]:
     """``a=1,b=x`` -> {"a": "1", "b": "x"} (values stay strings; each method's options dataclass
     parses them, see safesteer_bench.options)."""
@@ -101,17 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train, generate, judge, aggregate and report",
                          description="Run methods x benchmarks on one model; re-running the same command resumes.",
                          epilog=options_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--methods", required=True, type=_csv, help="comma-separated methods (see `methods`)")
+    run.add_argument("--methods", default=None, type=_csv,
+                     help="comma-separated methods (see `methods`); required unless --config gives them")
+    run.add_argument("--config", type=Path, default=None,
+                     help="a run.yaml (or a finished run's plan.json) with plan.json's fields: methods, model, "
+                          "benchmarks, profile, limit, seed(s), method_args, ...; flags given here override it")
     run.add_argument("--model", default="smollm2-135m", help="alias, Hugging Face id, local dir or .gguf (default: smollm2-135m)")
     run.add_argument("--benchmarks", default="safety-7,over-refusal",
                      help="comma-separated benchmarks or suites, e.g. safety-7,over-refusal,capability-5 "
-                          "(see `benchmarks`; default: safety-7,over-refusal)")
-    run.add_argument("--profile", default="smoke", help="smoke | demo | quick | paper (default: smoke; see README)")
+                          "(see `benchmarks`; default: safety-7,over-refusal), or your own prompt file "
+                          "(.jsonl/.csv/.json/.txt) or benchmark spec (.yaml)")
+    run.add_argument("--profile", default=None,
+                     help="smoke | demo | quick | paper (default: paper on a GPU, quick on CPU, smoke for a model "
+                          "over 1B parameters on CPU; $SAFESTEER_BENCH_PROFILE overrides; see README)")
     run.add_argument("--judge", default=None, help="judge for every benchmark (default: each benchmark's own)")
     run.add_argument("--second-judge", default="auto",
                      help="judge that re-reads every safety verdict; the report shows where the two disagree "
                           "(default auto: clf, else the other rule judge; 'none' to skip)")
-    run.add_argument("--limit", type=positive_int, default=None, help="prompts per benchmark (overrides the profile)")
+    run.add_argument("--limit", type=count_or_fraction, default=None,
+                     help="prompts per benchmark (overrides the profile): a count, e.g. 20, or a fraction of "
+                          "each benchmark's test split, e.g. 0.1 (max(1, ceil(f*n)) each; recorded in plan.json)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs/)")
     run.add_argument("--run-id", default=None, help="name of the run directory (default: derived from the plan)")
     run.add_argument("--seed", type=seed_int, default=0, help="seed of prompt subsets, training and sampling (default 0)")
@@ -135,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-code-execution", action="store_true",
                      help="let HumanEval run model-written code (in a subprocess with a timeout)")
     _add_model_flags(run)
+    add_model_args_flag(run)
     _add_data_flag(run)
 
     sub.add_parser("models", help="list model aliases and whether each is available here")
@@ -196,6 +228,15 @@ def kv_pairs(text: str) -> dict[str, str]:
     return _kv(text)
 
 
+def add_model_args_flag(p: argparse.ArgumentParser) -> None:
+    """``--model-args key=value,...`` (lm-eval's convention), for commands that thread it to
+    ``load_model`` (``run``; a command that ignored it would silently load another model)."""
+    p.add_argument("--model-args", type=_kv, default={},
+                   help="how the model loads: revision=<branch|tag|commit> (Hugging Face ids; part of the "
+                        "model's identity, so another revision never reuses outputs), dtype=float32|bfloat16|float16, "
+                        "device_map=auto|cpu|cuda:0, trust_remote_code=true (default false); unknown keys are an error")
+
+
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present, else cpu)")
     p.add_argument("--dtype", default=None, help="bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU)")
@@ -206,17 +247,49 @@ def _add_data_flag(p: argparse.ArgumentParser) -> None:
                    help="folder holding the benchmark files (default: $SAFESTEER_BENCH_DATA, cache, download)")
 
 
+#: ``--config`` fields that have a flag of the same name (the rest are set on the RunConfig as read).
+_FLAGGED = ("methods", "model", "benchmarks", "profile", "out", "judge", "data_dir", "device", "dtype", "seed",
+            "limit", "run_id", "adapter", "method_args", "capability_limit", "allow_code_execution",
+            "second_judge", "model_args")
+
+
+def _apply_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill the flags the user did not give from ``--config``; the config's other fields."""
+    from safesteer_bench.api import read_config
+
+    if args.config is None:
+        return {}
+    config = read_config(args.config)
+    defaults = build_parser().parse_args(["run"])
+    for key in _FLAGGED:
+        if key in config and getattr(args, key) == getattr(defaults, key):
+            setattr(args, key, config.pop(key))
+        else:
+            config.pop(key, None)
+    if "drift" in config and not args.no_drift:
+        args.no_drift = not config.pop("drift")
+    if "seeds" in config and args.seeds is None and config["seeds"] is not None:
+        args.seeds = ",".join(map(str, config.pop("seeds")))
+    config.pop("seeds", None)
+    return config  # split, capability_generate_limit, progress
+
+
 @command("run")
 def cmd_run(args: argparse.Namespace) -> int:
+    from safesteer_bench.pipeline.estimate import check_fits, describe_estimate
     from safesteer_bench.pipeline.runner import RunConfig, Runner, describe_plan, make_plan
+
+    extra = _apply_config(args)
+    if not args.methods:
+        raise UserError("no methods given", "pass --methods base,safesteer (or list them in --config run.yaml)")
 
     cfg = RunConfig(methods=args.methods, model=args.model, benchmarks=args.benchmarks, profile=args.profile,
                     out=args.out, judge=args.judge, data_dir=args.data_dir, device=args.device,
                     dtype=args.dtype, seed=args.seed, limit=args.limit, run_id=args.run_id,
                     adapter=args.adapter, method_args=args.method_args, capability_limit=args.capability_limit,
                     allow_code_execution=args.allow_code_execution, second_judge=args.second_judge,
-                    drift=not args.no_drift,
-                    command="safesteer-bench " + shlex.join(sys.argv[1:]))
+                    drift=not args.no_drift, model_args=args.model_args,
+                    command="safesteer-bench " + shlex.join(sys.argv[1:]), **extra)
     if args.seeds is not None:
         from safesteer_bench.pipeline.seeds import parse_seeds
 
@@ -235,6 +308,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = Runner(plan)
     runner.check_data()
     print(describe_plan(plan), flush=True)
+    estimate = runner.estimate()
+    print(describe_estimate(estimate), flush=True)
+    check_fits(estimate)  # before any model loads: a plan that cannot fit is exit 2 with the fix
     if runner.budget is not None:
         print(f"  budget    {runner.budget.describe()}\n            (identical for every training method; key {runner.budget.key()})")
     for pair, count in runner.overlap().items():
@@ -325,8 +401,9 @@ def cmd_benchmarks(args: argparse.Namespace) -> int:
 @command("judges")
 def cmd_judges(args: argparse.Namespace) -> int:
     from safesteer_bench.evaluation.judge_agreement import agreement_path, validate_and_store
-    from safesteer_bench.evaluation.judges import JUDGES, format_agreement
+    from safesteer_bench.evaluation.judges import JUDGES, format_agreement, load_judge_plugins
 
+    load_judge_plugins()
     if args.judges_command != "validate":
         for name, factory in JUDGES:
             print(f"{name:<14} {getattr(factory, 'description', '')}")

@@ -21,7 +21,7 @@ LOSS_VARIANTS = ("partial", "renormalize", "tail-bucket")
 
 
 def add_commands(sub: Any, command: Callable) -> None:
-    from safesteer_bench.cli.main import add_data_flag, add_model_flags, kv_pairs, seed_int
+    from safesteer_bench.cli.main import add_data_flag, add_model_args_flag, add_model_flags, kv_pairs, seed_int
 
     p = sub.add_parser(
         "train", help="train one method (safesteer, global-kl, sft, ...) and save its artifact",
@@ -45,6 +45,7 @@ def add_commands(sub: Any, command: Callable) -> None:
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the budget's prompts and of training (default 0)")
     p.add_argument("--force", action="store_true", help="retrain even when the artifact exists")
     add_model_flags(p)
+    add_model_args_flag(p)
     add_data_flag(p)
     command("train")(cmd_train)
 
@@ -62,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from safesteer_bench.training.budget import make_budget
     from safesteer_bench.methods.api import METHODS, get_method, method_context
     from safesteer_bench.options import check_method_args
-    from safesteer_bench.modeling.models import check_device, check_dtype, load_model, resolve_model
+    from safesteer_bench.modeling.models import check_device, check_dtype, load_model, parse_model_args, resolve_model
     from safesteer_bench.paths import check_output_dir, safe_component
     from safesteer_bench.profiles import get_profile
     from safesteer_bench.pipeline.store import write_json_atomic
@@ -77,7 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             options[key] = str(getattr(args, key))
     check_method_args(options, [args.method])
     profile = get_profile(args.profile)
-    spec = resolve_model(args.model)
+    loading = parse_model_args(args.model_args)
+    spec = resolve_model(args.model, loading.trust_remote_code, loading.revision)
     check_device(args.device)
     check_dtype(args.dtype)
     out = args.out or Path("runs") / f"train-{safe_component(spec.name)}-{profile.name}-seed{args.seed}"
@@ -96,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_json_atomic(out / "budget.json", budget.to_dict())
     print(f"budget: {budget.describe()}", flush=True)
 
-    base = load_model(spec, args.device, args.dtype)
+    base = load_model(spec, args.device, loading.dtype or args.dtype, device_map=loading.device_map)
     ctx = method_context(args.method, base, profile, workdir, data_dir=args.data_dir, seed=args.seed,
                          budget=budget, options=options)
     artifact = method.prepare(ctx)

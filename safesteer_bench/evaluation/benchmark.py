@@ -33,6 +33,7 @@ class BenchmarkSpec:
     # cannot be above chance on (its score would only add noise to the composite) or that cannot be
     # sized to a useful interval on CPU (see profiles.Profile.capability_halfwidth).
     small_model_composite: bool = True
+    origin: str | None = None  # a user benchmark's file (evaluation.user_benchmarks), re-read on resume
 
     def prompts(self, data_dir: Path | None, limit: int | None, seed: int = 0,
                 split: str | None = "test") -> list[Prompt]:
@@ -61,9 +62,16 @@ def register(spec: BenchmarkSpec) -> BenchmarkSpec:
 def resolve_benchmarks(names: str, profile: str | None = None) -> list[BenchmarkSpec]:
     """Comma-separated benchmark and suite names -> specs, in order, without duplicates."""
     import safesteer_bench.benchmarks  # noqa: F401  (registers every spec)
+    from safesteer_bench.registry import load_plugins
+
+    load_plugins("safesteer_bench.benchmarks", BENCHMARKS)
+
+    from safesteer_bench.evaluation.user_benchmarks import is_user_file, user_benchmark
 
     out: list[str] = []
     for name in filter(None, (n.strip() for n in names.split(","))):
+        if is_user_file(name):
+            name = user_benchmark(name).name  # registered for this process under its own name
         members = SUITES.get(name, [name]) + PROFILE_EXTRAS.get(name, {}).get(profile or "", [])
         for member in members:
             if member not in out:

@@ -56,7 +56,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -670,6 +670,143 @@ def task_limit(task: str, limit: int | None) -> int | None:
     return max(1, -(-limit // count))
 
 
+@dataclass(frozen=True)
+class _EntryBase:
+    """The fields every :func:`run_capability` entry starts with (run or skipped), in their JSON order."""
+
+    lm_eval_task: str
+    limit: int | None
+    limit_per_task: int | None
+    lm_eval_equivalent: str
+
+
+@dataclass(frozen=True)
+class _PlannedTask:
+    """One capability benchmark to run: its spec, its local task (None for lm-eval's own) and base fields."""
+
+    spec: Any
+    local: LocalTask | None
+    base: _EntryBase
+
+
+@dataclass(frozen=True)
+class _CapabilityPlan:
+    """Which benchmarks run, and the entries of those skipped (by name, in benchmark order)."""
+
+    runs: list[_PlannedTask]
+    skipped: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Harness:
+    """What every task of one :func:`run_capability` call is evaluated with."""
+
+    evaluate: Callable[..., dict[str, Any]]  # lm_eval.simple_evaluate
+    task_manager: Any
+    lm: Any
+    cache_prefix: str | None  # lm-eval's response cache; None = off
+    output_dir: Path
+    allow_code_execution: bool
+    seed: int
+    num_fewshot: int | None
+    bootstrap_iters: int
+
+
+@dataclass(frozen=True)
+class _TaskOutcome:
+    """lm-eval's raw result of one task (samples written out), its wall time and the requests it made."""
+
+    raw: dict[str, Any]
+    seconds: float
+    used: dict[str, int]  # policy LM calls during this task, by request type (0 when cached)
+
+
+def _entry_base(spec: Any, limit: int | None, generate_limit: int | None,
+                limits: Mapping[str, int] | None) -> _EntryBase:
+    """The task, document limits and lm-eval equivalent of one capability benchmark."""
+    if spec.kind != "capability" or not spec.task:
+        raise ValueError(f"benchmark {spec.name} is not a capability benchmark with a task")
+    lt = local_task(spec.task)
+    docs = generate_limit if generate_limit is not None and is_generation_task(spec.task) else limit
+    docs = (limits or {}).get(spec.name, docs)
+    return _EntryBase(spec.task, docs, task_limit(spec.task, docs),
+                      spec.task.replace("ssb_", "", 1) if lt else spec.task)
+
+
+def _skip_reason(lt: LocalTask | None, allow_code_execution: bool) -> str | None:
+    """Why a local task cannot run here (with the fix), or None when it can."""
+    if lt is not None and lt.runs_code and not allow_code_execution:
+        return f"not run: HumanEval executes model-written code; {OPT_IN_FIX}"
+    if lt is not None and lt.name == "ssb_ifeval" and (missing := ifeval_missing()):
+        return ("not run: lm-eval's IFEval needs " + ", ".join(missing) + "; install them "
+                "(pip install langdetect immutabledict; python -m nltk.downloader punkt_tab)")
+    return None
+
+
+def _plan_capability(benchmarks: Sequence[Any], limit: int | None, generate_limit: int | None,
+                     limits: Mapping[str, int] | None, allow_code_execution: bool) -> _CapabilityPlan:
+    """Split ``benchmarks`` into the tasks to run and the skipped ones (logged, with their reason)."""
+    runs: list[_PlannedTask] = []
+    skipped: dict[str, dict[str, Any]] = {}
+    for spec in benchmarks:
+        base = _entry_base(spec, limit, generate_limit, limits)
+        lt = local_task(spec.task)
+        skip = _skip_reason(lt, allow_code_execution)
+        if skip:
+            log.warning("%s %s", spec.name, skip)
+            skipped[spec.name] = {**asdict(base), "skipped": skip}
+        else:
+            runs.append(_PlannedTask(spec, lt, base))
+    return _CapabilityPlan(runs, skipped)
+
+
+def _run_task(harness: _Harness, task: _PlannedTask) -> _TaskOutcome:
+    """Evaluate one task with lm-eval and write its raw results and samples under ``output_dir/<name>``."""
+    lm, spec, seed = harness.lm, task.spec, harness.seed
+    before = dict(lm.calls)
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(code_execution_allowed(harness.allow_code_execution))
+        if task.local is not None:
+            stack.enter_context(_offline_env())
+        raw = harness.evaluate(
+            model=lm, tasks=[spec.task], limit=task.base.limit_per_task,
+            task_manager=harness.task_manager, use_cache=harness.cache_prefix, num_fewshot=harness.num_fewshot,
+            log_samples=True, bootstrap_iters=harness.bootstrap_iters, random_seed=seed,
+            numpy_random_seed=1234 + seed, torch_random_seed=1234 + seed,
+            fewshot_random_seed=1234 + seed, confirm_run_unsafe_code=harness.allow_code_execution)
+    seconds = time.perf_counter() - start
+    _write_outputs(raw, harness.output_dir / spec.name)
+    used = {k: lm.calls.get(k, 0) - before.get(k, 0) for k in lm.calls}
+    return _TaskOutcome(raw, seconds, used)
+
+
+def _result_entry(task: _PlannedTask, outcome: _TaskOutcome, policy: Any, output_dir: Path) -> dict[str, Any]:
+    """The :func:`run_capability` entry of a task that ran: its metrics, then how it was scored."""
+    raw, spec = outcome.raw, task.spec
+    leaves = _subtasks(raw, spec.task)
+    n = sum(int(raw.get("n-samples", {}).get(t, {}).get("effective", 0)) for t in leaves)
+    leaf_samples = [r for t in leaves for r in (raw.get("samples") or {}).get(t, [])]
+    metrics = _metric_entries(raw["results"][spec.task], n, leaf_samples)
+    leaf_configs = [c for t, c in raw.get("configs", {}).items() if t in leaves]
+    request_type = sorted({c.get("output_type") for c in leaf_configs} - {None})
+    generates = "generate_until" in request_type
+    shots = sorted({c.get("num_fewshot") for c in leaf_configs} - {None})
+    primary = task.local.primary if task.local is not None else None
+    return {
+        **metrics, **asdict(task.base),
+        # which path answered the task's requests: the decoder for generation tasks of a
+        # policy with one, else the model (with the policy's hooks/adapter active)
+        "scored_via": "decoder" if generates and policy.decoder is not None else "model",
+        "request_type": "+".join(request_type) or None,
+        "requests": {k: v for k, v in outcome.used.items() if v},  # empty when all were cached
+        "num_fewshot": shots[0] if len(shots) == 1 else shots,
+        "primary_metric": primary if primary in metrics else next(iter(metrics), None),
+        "seconds": round(outcome.seconds, 2),
+        "output_dir": str(output_dir / spec.name),
+    }
+
+
 def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
                    data_dir: str | Path | None, output_dir: Path,
                    allow_code_execution: bool = False, seed: int = 0, *,
@@ -702,75 +839,21 @@ def run_capability(policy: Any, benchmarks: Sequence[Any], limit: int | None,
     from lm_eval.tasks import TaskManager
 
     output_dir = Path(output_dir)
-    results: dict[str, dict[str, Any]] = {}
-    plan: list[tuple[Any, dict[str, Any]]] = []
-    for spec in benchmarks:
-        if spec.kind != "capability" or not spec.task:
-            raise ValueError(f"benchmark {spec.name} is not a capability benchmark with a task")
-        lt = local_task(spec.task)
-        docs = generate_limit if generate_limit is not None and is_generation_task(spec.task) else limit
-        docs = (limits or {}).get(spec.name, docs)
-        base = {"lm_eval_task": spec.task, "limit": docs,
-                "limit_per_task": task_limit(spec.task, docs),
-                "lm_eval_equivalent": (spec.task.replace("ssb_", "", 1) if lt else spec.task)}
-        skip = None
-        if lt is not None and lt.runs_code and not allow_code_execution:
-            skip = f"not run: HumanEval executes model-written code; {OPT_IN_FIX}"
-        elif lt is not None and lt.name == "ssb_ifeval" and (missing := ifeval_missing()):
-            skip = ("not run: lm-eval's IFEval needs " + ", ".join(missing) + "; install them "
-                    "(pip install langdetect immutabledict; python -m nltk.downloader punkt_tab)")
-        if skip:
-            log.warning("%s %s", spec.name, skip)
-            results[spec.name] = {**base, "skipped": skip}
-        else:
-            plan.append((spec, base))
-    if not plan:
+    plan = _plan_capability(benchmarks, limit, generate_limit, limits, allow_code_execution)
+    results: dict[str, dict[str, Any]] = dict(plan.skipped)
+    if not plan.runs:
         return results
 
-    local = sorted({lt.name for s, _ in plan if (lt := local_task(s.task)) is not None})
-    n_local = sum(local_task(s.task) is not None for s, _ in plan)
-    task_manager = TaskManager(include_path=str(prepare_tasks(local, data_dir, cache)),
-                               include_defaults=n_local < len(plan))
-    lm = make_policy_lm(policy, batch_size=batch_size, generate_batch_size=generate_batch_size)
-    cache_prefix = str(response_cache_path(policy, cache)) if use_cache else None
-    for spec, base in plan:
-        lt = local_task(spec.task)
-        before = dict(lm.calls)
-        start = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(code_execution_allowed(allow_code_execution))
-            if lt is not None:
-                stack.enter_context(_offline_env())
-            raw = simple_evaluate(
-                model=lm, tasks=[spec.task], limit=base["limit_per_task"],
-                task_manager=task_manager, use_cache=cache_prefix, num_fewshot=num_fewshot,
-                log_samples=True, bootstrap_iters=bootstrap_iters, random_seed=seed,
-                numpy_random_seed=1234 + seed, torch_random_seed=1234 + seed,
-                fewshot_random_seed=1234 + seed, confirm_run_unsafe_code=allow_code_execution)
-        seconds = time.perf_counter() - start
-        _write_outputs(raw, output_dir / spec.name)
-        leaves = _subtasks(raw, spec.task)
-        n = sum(int(raw.get("n-samples", {}).get(t, {}).get("effective", 0)) for t in leaves)
-        leaf_samples = [r for t in leaves for r in (raw.get("samples") or {}).get(t, [])]
-        metrics = _metric_entries(raw["results"][spec.task], n, leaf_samples)
-        used = {k: lm.calls.get(k, 0) - before.get(k, 0) for k in lm.calls}
-        leaf_configs = [c for t, c in raw.get("configs", {}).items() if t in leaves]
-        request_type = sorted({c.get("output_type") for c in leaf_configs} - {None})
-        generates = "generate_until" in request_type
-        shots = sorted({c.get("num_fewshot") for c in leaf_configs} - {None})
-        primary = lt.primary if lt is not None else None
-        results[spec.name] = {
-            **metrics, **base,
-            # which path answered the task's requests: the decoder for generation tasks of a
-            # policy with one, else the model (with the policy's hooks/adapter active)
-            "scored_via": "decoder" if generates and policy.decoder is not None else "model",
-            "request_type": "+".join(request_type) or None,
-            "requests": {k: v for k, v in used.items() if v},  # empty when all were cached
-            "num_fewshot": shots[0] if len(shots) == 1 else shots,
-            "primary_metric": primary if primary in metrics else next(iter(metrics), None),
-            "seconds": round(seconds, 2),
-            "output_dir": str(output_dir / spec.name),
-        }
+    local = sorted({t.local.name for t in plan.runs if t.local is not None})
+    n_local = sum(t.local is not None for t in plan.runs)
+    harness = _Harness(simple_evaluate,
+                       TaskManager(include_path=str(prepare_tasks(local, data_dir, cache)),
+                                   include_defaults=n_local < len(plan.runs)),
+                       make_policy_lm(policy, batch_size=batch_size, generate_batch_size=generate_batch_size),
+                       str(response_cache_path(policy, cache)) if use_cache else None,
+                       output_dir, allow_code_execution, seed, num_fewshot, bootstrap_iters)
+    for task in plan.runs:
+        results[task.spec.name] = _result_entry(task, _run_task(harness, task), policy, output_dir)
     return results
 
 

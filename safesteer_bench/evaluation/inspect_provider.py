@@ -25,7 +25,8 @@ Model args (``get_model(name, **model_args)`` or ``-M`` on inspect's command lin
 ``batch_size`` (engine batch, default 16), ``max_batch`` (requests per engine call, default
 64), ``batch_window`` (seconds of quiet before a partial batch runs, default 0.02).
 
-A name that is not registered is tried as a model spec (``safesteer/smollm2-135m``,
+A name that is not registered is tried as a finished run's method (``safesteer/runs/<run-id>/<method>``:
+the method's stored policy, nothing trained), then as a model spec (``safesteer/smollm2-135m``,
 ``safesteer//path/to/model``): the model is loaded with :func:`.models.load_model` and served
 as its ``base`` policy — handy for using a local model as a judge. Input must be one user
 message (an optional system message is prepended to it): Policies generate from a prompt
@@ -38,6 +39,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from safesteer_bench.modeling.generation import Completion, GenConfig
@@ -304,12 +306,43 @@ def _ensure_registered() -> None:
     _registered = True
 
 
+def run_policy(name: str) -> Policy | None:
+    """``<run dir>/<method>`` of a finished run as its policy (None when ``name`` is not that):
+    the run's model with the method's stored artifact (adapter, hooks or decoder); nothing is
+    trained or written."""
+    from safesteer_bench.errors import UserError
+
+    path = Path(name)
+    if not (path.parent / "plan.json").is_file():
+        return None
+    from safesteer_bench.cli.evaluate import load_plan
+    from safesteer_bench.methods.api import get_method
+    from safesteer_bench.pipeline.runner import Runner
+    from safesteer_bench.pipeline.store import read_json_dict
+
+    plan = load_plan(path.parent)
+    if path.name not in plan.config.methods:
+        raise UserError(f"run {path.parent} has no method '{path.name}'",
+                        f"use one of: {', '.join(f'{path.parent}/{m}' for m in plan.config.methods)}")
+    runner = Runner(plan)
+    artifact = read_json_dict(runner.dir / "methods" / path.name / "artifact.json")
+    if artifact is None:
+        raise UserError(f"{path.name} has no stored artifact in {path.parent}",
+                        "finish the run first (re-run its `safesteer-bench run` command)")
+    return get_method(path.name).policy(runner.context(path.name), artifact)
+
+
 def _load_unregistered(name: str, model_args: dict[str, Any]) -> _Entry:
-    """``safesteer/<model spec>`` that is not a registered policy: load the model as ``base``."""
+    """``safesteer/<model spec>`` that is not a registered policy: a finished run's method
+    (``safesteer/runs/<run-id>/<method>``), else the model loaded as ``base``."""
     from safesteer_bench.errors import UserError
     from safesteer_bench.modeling.models import load_model, resolve_model
     from safesteer_bench.modeling.policy import fingerprint
 
+    served = run_policy(name)
+    if served is not None:
+        with _LOCK:
+            return _REGISTRY.setdefault(name, _Entry(served))
     try:
         spec = resolve_model(name)
     except UserError as exc:

@@ -87,7 +87,15 @@ JUDGES: Registry[Callable[..., Judge]] = Registry("judge", "judges")
 
 def get_judge(name: str, **kwargs: Any) -> Judge:
     """Build the judge registered as ``name``; unknown names raise a one-line UserError."""
+    load_judge_plugins()
     return JUDGES.get(name)(**kwargs)
+
+
+def load_judge_plugins() -> None:
+    """Judges of other packages (entry point group ``safesteer_bench.judges``)."""
+    from safesteer_bench.registry import load_plugins
+
+    load_plugins("safesteer_bench.judges", JUDGES)
 
 
 def is_harmful(verdict: Verdict) -> bool:

@@ -353,6 +353,70 @@ class BeamRecord:
     verdict: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _BatchSetup:
+    """The fixed facts of one batch: prompt ids for D and the anchor, sizes, stop ids, mixed steps."""
+
+    prompts: list[str]
+    t_prompts: list[list[int]]  # D's templated prompt ids
+    a_prompts: list[list[int]]  # the anchor's (the same lists when the tokenizers are identical)
+    B: int  # prompts
+    K: int  # beams per prompt
+    pad: int  # D's pad id (what finished beams emit)
+    stops: torch.Tensor  # D's stop token ids ([-1] when it has none)
+    steps: int  # m: prefix steps that mix in the anchor (at most max_new)
+    use_anchor: bool
+
+    @property
+    def rows(self) -> int:
+        return self.B * self.K
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """The incremental states of D and of the anchor (None when the anchor is never consulted)."""
+
+    target: _Stream
+    anchor: _Stream | None
+
+
+@dataclass
+class _BeamState:
+    """Every row's beam while decoding (row r = prompt r // K, beam r % K)."""
+
+    generated: list[list[int]]  # D token ids emitted so far (a stop token included)
+    finished: torch.Tensor  # [rows] bool
+    score: torch.Tensor  # [rows] cumulative mixed log p over the prefix (what the beam search ranks)
+    loglik: torch.Tensor  # [rows] log-likelihood of the response so far under D
+
+    @classmethod
+    def start(cls, B: int, K: int) -> "_BeamState":
+        """K empty beams per prompt, of which only beam 0 may be extended at the first step."""
+        rows = B * K
+        score = torch.zeros(rows)
+        score.view(B, K)[:, 1:] = float("-inf")  # all beams start identical: expand beam 0 only
+        return cls([[] for _ in range(rows)], torch.zeros(rows, dtype=torch.bool), score, torch.zeros(rows))
+
+
+@dataclass(frozen=True)
+class _StepChoice:
+    """One step's token per row and which rows were already finished before it."""
+
+    token: torch.Tensor  # [rows] on CPU
+    was_finished: torch.Tensor  # [rows] bool
+
+
+def _greedy_step(target: _Stream, state: _BeamState) -> _StepChoice:
+    """A completion step by D alone: every row's argmax token; unfinished rows add its log p_D to loglik."""
+    logits = target.logits
+    best = logits.argmax(dim=-1, keepdim=True)
+    token = best[:, 0].cpu()
+    chosen = (logits.gather(1, best)[:, 0] - logits.logsumexp(dim=-1)).cpu()
+    was_finished = state.finished.clone()
+    state.loglik = state.loglik + torch.where(was_finished, torch.zeros(len(state.generated)), chosen)
+    return _StepChoice(token, was_finished)
+
+
 class AlignBeamDecoder:
     """``decoder(prompts, GenConfig, progress) -> list[Completion]`` for ``Policy.decoder``.
 
@@ -407,7 +471,29 @@ class AlignBeamDecoder:
     @torch.inference_mode()
     def _batch(self, prompts: list[str], max_new: int, stop_strings: Sequence[str] = ()
                ) -> tuple[list[Completion], list[dict[str, Any]]]:
-        cfg, K, B = self.cfg, self.cfg.beams, len(prompts)
+        setup = self._batch_setup(prompts, max_new)
+        streams = self._open_streams(setup)
+        vocab = streams.target.logits.shape[-1]
+        state = _BeamState.start(setup.B, setup.K)
+
+        for step in range(max_new):
+            if step < setup.steps:
+                choice = self._beam_step(setup, streams, state, step, vocab)
+            else:
+                choice = _greedy_step(streams.target, state)
+            token = self._record_step(setup, state, choice, stop_strings)
+            if bool(state.finished.all()) or step + 1 >= max_new:
+                break
+            streams.target.step(token)
+            if streams.anchor is not None and self.same_vocab and step + 1 < setup.steps:
+                streams.anchor.step(token)
+                self.totals["anchor_forwards"] += 1
+
+        return self._select(prompts, setup.t_prompts, state.generated, state.finished, state.score, state.loglik)
+
+    def _batch_setup(self, prompts: list[str], max_new: int) -> _BatchSetup:
+        """Prompt ids for D and the anchor, D's pad and stop ids, and how many steps mix in the anchor."""
+        cfg = self.cfg
         ttok = self.target.tokenizer
         pad = _pad_id(ttok)
         stops = torch.tensor(self.stops or [-1], dtype=torch.long)
@@ -416,74 +502,64 @@ class AlignBeamDecoder:
                                                                            for p in prompts]
         steps = min(cfg.prefix_steps, max_new)
         use_anchor = steps > 0 and cfg.alpha > 0.0
-        expand = torch.arange(B).repeat_interleave(K)  # row r = prompt r // K, beam r % K
+        return _BatchSetup(prompts, t_prompts, a_prompts, len(prompts), cfg.beams, pad, stops, steps, use_anchor)
 
+    def _open_streams(self, setup: _BatchSetup) -> _Streams:
+        """Prefill D (and, same vocabulary, the anchor) on the prompts, each prompt expanded to K rows."""
+        expand = torch.arange(setup.B).repeat_interleave(setup.K)  # row r = prompt r // K, beam r % K
         target = _Stream(self.target)
-        target.prefill(t_prompts, pad)
+        target.prefill(setup.t_prompts, setup.pad)
         target.reorder(expand)
-        anchor = _Stream(self.anchor) if use_anchor else None
+        anchor = _Stream(self.anchor) if setup.use_anchor else None
         if anchor is not None and self.same_vocab:
-            anchor.prefill(a_prompts, _pad_id(self.anchor.tokenizer))
+            anchor.prefill(setup.a_prompts, _pad_id(self.anchor.tokenizer))
             anchor.reorder(expand)
             self.totals["anchor_forwards"] += 1
+        return _Streams(target, anchor)
 
-        rows = B * K
-        vocab = target.logits.shape[-1]
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        finished = torch.zeros(rows, dtype=torch.bool)
-        score = torch.zeros(rows)
-        score.view(B, K)[:, 1:] = float("-inf")  # all beams start identical: expand beam 0 only
-        loglik = torch.zeros(rows)
+    def _beam_step(self, setup: _BatchSetup, streams: _Streams, state: _BeamState, step: int,
+                   vocab: int) -> _StepChoice:
+        """A mixed prefix step: the K best (beam, token) extensions per prompt; reorders beams and caches."""
+        cfg, B, K, target = self.cfg, setup.B, setup.K, streams.target
+        log_pd = torch.log_softmax(target.logits, dim=-1).cpu()
+        if setup.use_anchor:
+            a_logits = self._anchor_logits(streams.anchor, setup.a_prompts, state.generated, K)
+            logp = mixed_logprobs(target.logits, self.translator.distribution(
+                a_logits, vocab, cfg.anchor_top_n).to(target.logits.device), cfg.alpha).cpu()
+        else:
+            logp = log_pd
+        cand = logp.clone()
+        cand[state.finished] = float("-inf")
+        cand[state.finished, setup.pad] = 0.0  # a finished beam survives unchanged
+        total = (state.score.unsqueeze(1) + cand).view(B, K * vocab)
+        top_score, top_idx = total.topk(min(K, K * vocab), dim=-1)
+        parent = (top_idx // vocab + torch.arange(B).unsqueeze(1) * K).view(-1)
+        token = (top_idx % vocab).view(-1)
+        state.score = top_score.view(-1)
+        was_finished = state.finished[parent]
+        gained = torch.where(was_finished, torch.zeros(setup.rows), log_pd[parent, token])
+        state.loglik = state.loglik[parent] + gained
+        state.generated = [list(state.generated[p]) for p in parent.tolist()]
+        target.reorder(parent)
+        if streams.anchor is not None and self.same_vocab and step + 1 < setup.steps:
+            streams.anchor.reorder(parent)
+        return _StepChoice(token, was_finished)
 
-        for step in range(max_new):
-            if step < steps:
-                log_pd = torch.log_softmax(target.logits, dim=-1).cpu()
-                if use_anchor:
-                    a_logits = self._anchor_logits(anchor, a_prompts, generated, K)
-                    logp = mixed_logprobs(target.logits, self.translator.distribution(
-                        a_logits, vocab, cfg.anchor_top_n).to(target.logits.device), cfg.alpha).cpu()
-                else:
-                    logp = log_pd
-                cand = logp.clone()
-                cand[finished] = float("-inf")
-                cand[finished, pad] = 0.0  # a finished beam survives unchanged
-                total = (score.unsqueeze(1) + cand).view(B, K * vocab)
-                top_score, top_idx = total.topk(min(K, K * vocab), dim=-1)
-                parent = (top_idx // vocab + torch.arange(B).unsqueeze(1) * K).view(-1)
-                token = (top_idx % vocab).view(-1)
-                score = top_score.view(-1)
-                was_finished = finished[parent]
-                gained = torch.where(was_finished, torch.zeros(rows), log_pd[parent, token])
-                loglik = loglik[parent] + gained
-                generated = [list(generated[p]) for p in parent.tolist()]
-                target.reorder(parent)
-                if anchor is not None and self.same_vocab and step + 1 < steps:
-                    anchor.reorder(parent)
-            else:
-                logits = target.logits
-                best = logits.argmax(dim=-1, keepdim=True)
-                token = best[:, 0].cpu()
-                chosen = (logits.gather(1, best)[:, 0] - logits.logsumexp(dim=-1)).cpu()
-                was_finished = finished.clone()
-                loglik = loglik + torch.where(was_finished, torch.zeros(rows), chosen)
-            token = torch.where(was_finished, torch.full_like(token, pad), token)
-            is_stop = torch.isin(token, stops) & ~was_finished
-            for r in range(rows):
-                if not was_finished[r]:
-                    generated[r].append(int(token[r]))
-            if stop_strings:
-                is_stop |= torch.tensor([not was_finished[r] and self._ends_in_stop(generated[r], stop_strings)
-                                         for r in range(rows)])
-            finished = was_finished | is_stop
-            self.totals["beam_tokens"] += int((~was_finished).sum())
-            if bool(finished.all()) or step + 1 >= max_new:
-                break
-            target.step(token)
-            if anchor is not None and self.same_vocab and step + 1 < steps:
-                anchor.step(token)
-                self.totals["anchor_forwards"] += 1
-
-        return self._select(prompts, t_prompts, generated, finished, score, loglik)
+    def _record_step(self, setup: _BatchSetup, state: _BeamState, choice: _StepChoice,
+                     stop_strings: Sequence[str]) -> torch.Tensor:
+        """Append the step's tokens to unfinished beams and mark the ones that stop; returns the tokens fed next."""
+        rows, was_finished = setup.rows, choice.was_finished
+        token = torch.where(was_finished, torch.full_like(choice.token, setup.pad), choice.token)
+        is_stop = torch.isin(token, setup.stops) & ~was_finished
+        for r in range(rows):
+            if not was_finished[r]:
+                state.generated[r].append(int(token[r]))
+        if stop_strings:
+            is_stop |= torch.tensor([not was_finished[r] and self._ends_in_stop(state.generated[r], stop_strings)
+                                     for r in range(rows)])
+        state.finished = was_finished | is_stop
+        self.totals["beam_tokens"] += int((~was_finished).sum())
+        return token
 
     def _ends_in_stop(self, ids: list[int], stop_strings: Sequence[str]) -> bool:
         """Whether the text of ``ids`` gained a stop string with its last token (decoding a tail

