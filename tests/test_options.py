@@ -71,7 +71,10 @@ def test_methods_details_and_run_help_list_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     help_text = capsys.readouterr().out
-    assert "safesteer: direction_mode=auto" in help_text and "alignbeam:" in help_text
+    for key in SafeSteerOptions.keys():  # every option once, with default, valid values, meaning, readers
+        assert help_text.count(f"\n  {key}=") == 1, key
+    assert "loss_variant=tail-bucket  (partial | renormalize | tail-bucket)" in help_text
+    assert "[steering, safesteer, global-kl, sft, alignbeam]" in help_text and "alpha=0.5" in help_text
 
 
 def test_train_takes_the_same_options_the_same_way(capsys, tmp_path):

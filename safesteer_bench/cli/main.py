@@ -46,8 +46,19 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse with the project's error format: one line naming the problem and the fix, exit 2
     (argparse's default prints the whole usage block first)."""
 
+    lazy_epilog: Callable[[], str] | None = None  # built only when help is printed (imports every method)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} — see `{self.prog} --help`\n")
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            try:
+                self.epilog = self.lazy_epilog()
+            except UserError as exc:  # a broken plugin: help still prints, naming it
+                self.epilog = f"(method options unavailable: {exc})"
+            self.lazy_epilog = None
+        return super().format_help()
 
 
 def _csv(text: str) -> list[str]:
@@ -122,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train, generate, judge, aggregate and report",
                          description="Run methods x benchmarks on one model; re-running the same command resumes.",
-                         epilog=options_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.lazy_epilog = options_epilog
     run.add_argument("--methods", default=None, type=_csv,
                      help="comma-separated methods (see `methods`); required unless --config gives them")
     run.add_argument("--config", type=Path, default=None,
@@ -373,16 +385,18 @@ def _shown(value: object) -> str:
 
 
 def options_epilog() -> str:
-    """``run --help``'s list of every method's option keys (details: ``methods --details``)."""
+    """``run --help``'s list of every method option once: default, valid values, meaning, readers."""
     from safesteer_bench.methods.api import METHODS, get_method
     from safesteer_bench.options import describe_options
 
-    get_method("base")  # import the registrations
-    lines = ["method options (--method-args key=value,...; each method reads its own keys, "
-             "`safesteer-bench methods --details` explains each):"]
+    get_method("base")  # import the registrations (and plugins)
+    seen: dict[str, tuple[Any, list[str]]] = {}
     for name, method in METHODS:
-        keys = ", ".join(f"{o.name}={_shown(o.default)}" for o in describe_options(method)) or "(none)"
-        lines.append(f"  {name}: {keys}")
+        for o in describe_options(method):
+            seen.setdefault(o.name, (o, []))[1].append(name)
+    lines = ["method options (--method-args key=value,...; each method reads the keys it knows):"]
+    for key, (o, readers) in seen.items():
+        lines.append(f"  {key}={_shown(o.default)}  ({o.expected}) {o.help} [{', '.join(readers)}]")
     return "\n".join(lines)
 
 
