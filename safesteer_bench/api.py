@@ -14,6 +14,7 @@ line does, and returns the run's ``results.json`` as a dict. A ``UserError`` nam
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +26,81 @@ CONFIG_FIELDS = ("methods", "model", "benchmarks", "profile", "out", "judge", "d
                  "capability_generate_limit", "allow_code_execution", "split", "second_judge", "drift",
                  "model_args", "progress")
 _PLAN_ONLY = {"profile_settings", "stage_seconds", "method_options", "tuning", "prompt_seed", "benchmark_files",
-              "command", "index", "limit_resolved"}
+              "command", "index", "limit_resolved", "method_keys"}
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a bad value, bounded (a YAML alias bomb must not become megabytes of error)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, 60, 60
+    text = short.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+_STRINGS = ("model", "judge", "device", "dtype", "run_id", "second_judge")
+_BOOLS = ("allow_code_execution", "drift", "progress")
+_COUNTS = ("capability_limit", "capability_generate_limit")
+
+
+def _check_type(key: str, value: Any, source: str) -> Any:
+    """``value`` of config field ``key`` when its type is right (plan.json's types), else a one-line
+    UserError: a config file bypasses the flags' own parsing, so a list, a number or a "yes" where
+    another type belongs must not reach the run (nor be silently read as something else)."""
+    def bad(expected: str) -> UserError:
+        return UserError(f"{source}: field '{key}' must be {expected}, got {_short(value)}",
+                         f"write {key} as in a plan.json (see `safesteer-bench run --help`)")
+
+    if value is None:
+        if key in ("methods", "model", "benchmarks", "out") or key in _BOOLS:
+            raise bad("given (it cannot be null)")
+        return value
+    if key == "methods":
+        if isinstance(value, str):
+            value = [m.strip() for m in value.split(",") if m.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(m, str) for m in value):
+            raise bad("a list of method names")
+        return list(value)
+    if key == "benchmarks":
+        if isinstance(value, (list, tuple)) and all(isinstance(b, str) for b in value):
+            return ",".join(value)
+        if not isinstance(value, str):
+            raise bad("a list of benchmark names (or a comma-separated string)")
+        return value
+    if key == "profile":
+        if isinstance(value, dict):  # plan.json's profile
+            value = value.get("name")
+        if not isinstance(value, str):
+            raise bad("a profile name (or plan.json's profile with its name)")
+        return value
+    if key in ("out", "data_dir"):
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise bad("a path")
+        return Path(str(value))
+    if key in _STRINGS and not isinstance(value, str):
+        raise bad("a string")
+    if key in _BOOLS and not isinstance(value, bool):
+        raise bad("true or false")
+    if key in ("method_args", "model_args") and (not isinstance(value, dict)
+                                                 or not all(isinstance(k, str) for k in value)):
+        raise bad("a mapping of option names to values")
+    if key == "adapter" and value not in ("lora", "full"):
+        raise bad("lora or full")
+    if key in _COUNTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise bad("a whole number of at least 1")
+    if key in ("seed", "limit") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise bad("a number")
+    if key == "seeds":
+        if isinstance(value, str):
+            from safesteer_bench.pipeline.seeds import parse_seeds
+
+            return parse_seeds(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in value):
+            raise bad("a list of whole numbers")
+        return list(value)
+    return value
 
 
 def config_fields(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -38,17 +113,9 @@ def config_fields(doc: Mapping[str, Any], source: str) -> dict[str, Any]:
             continue
         if key not in CONFIG_FIELDS:
             raise UserError(f"{source}: unknown field '{key}'", f"valid fields: {', '.join(CONFIG_FIELDS)}")
-        if key == "profile" and isinstance(value, dict):
-            value = value.get("name")
         if key == "split" and isinstance(value, dict):  # plan.json describes the split it scored
             value = value.get("evaluated")
-        if key == "benchmarks" and isinstance(value, list):
-            value = ",".join(map(str, value))
-        if key == "methods" and isinstance(value, str):
-            value = [m.strip() for m in value.split(",") if m.strip()]
-        if key in ("out", "data_dir") and value is not None:
-            value = Path(str(value))
-        out[key] = value
+        out[key] = _check_type(key, value, source)
     return out
 
 

@@ -69,6 +69,8 @@ def _convert(meta: Mapping[str, Any], value: Any) -> Any:
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError("not a boolean")
             value = value.lower() in ("true", "1", "yes")
+    if kind == "bool" and not isinstance(value, bool):  # 5, [..] or "maybe" from a config file
+        raise ValueError("not a boolean")
     if kind == "choice" and value not in meta["choices"]:
         raise ValueError("not a choice")
     if kind == "str" and (not isinstance(value, str) or not value):
@@ -82,7 +84,7 @@ def _convert(meta: Mapping[str, Any], value: Any) -> Any:
         if not math.isfinite(number) or (meta["low"] is not None and number < meta["low"]) \
                 or (meta["high"] is not None and number > meta["high"]):
             raise ValueError("out of range")
-        value = int(value) if kind == "int" else number
+        value = int(value) if kind == "int" else number + 0.0  # -0 is 0 (one value, one run id)
     return value
 
 

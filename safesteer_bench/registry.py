@@ -58,6 +58,18 @@ class Registry(Generic[T]):
 _LOADED: set[str] = set()
 
 
+def _fits(group: str, obj: object) -> bool:
+    """Whether an entry point's object can serve as an item of ``group`` (a method class or
+    object with ``policy``, a judge factory, a benchmark spec); other groups are not checked."""
+    if group.endswith(".methods"):
+        return hasattr(obj, "policy")
+    if group.endswith(".judges"):
+        return callable(obj)
+    if group.endswith(".benchmarks"):
+        return hasattr(obj, "prompts") and hasattr(obj, "name")
+    return True
+
+
 def load_plugins(group: str, registry: Registry) -> None:
     """Import the entry points of ``group`` once per process and register what they name."""
     if group in _LOADED:
@@ -69,6 +81,15 @@ def load_plugins(group: str, registry: Registry) -> None:
         except Exception as exc:  # a broken plugin must not take the built-ins down with it
             raise UserError(f"plugin '{ep.name}' ({ep.value}, entry point group {group}) failed to load: "
                             f"{type(exc).__name__}: {exc}", "fix or uninstall the package that provides it") from exc
-        if not isinstance(obj, types.ModuleType) and ep.name not in registry:
+        if not isinstance(obj, types.ModuleType):
+            if ep.name in registry:
+                if registry.get(ep.name) is obj:
+                    continue
+                raise UserError(f"plugin '{ep.name}' ({ep.value}, entry point group {group}) takes the name of "
+                                f"an existing {registry.kind}", "rename the entry point, or uninstall the package")
+            if not _fits(group, obj):
+                raise UserError(f"plugin '{ep.name}' ({ep.value}, entry point group {group}) names a "
+                                f"{type(obj).__name__}, not a {registry.kind}",
+                                "point the entry point at a module or at the class (or spec) it registers")
             registry.add(ep.name, obj)
         log.debug("loaded plugin %s from %s", ep.name, ep.value)

@@ -92,3 +92,27 @@ def test_a_layer_beyond_the_searched_blocks_fails_in_the_dry_run(smollm2, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "layer=99 is outside the searched blocks" in err[0]
     assert "30 blocks" in err[0] and "layer=0..23" in err[0]
+
+
+def test_resuming_with_other_options_prepares_the_method_again(tiny_dir, tmp_path, data_dir, caplog):
+    """Stored outputs are reused only for the request they were made for (options with their
+    defaults, budget, model); `make demo` after a default changed used to resume stale results."""
+    import json
+
+    argv = ["run", "--methods", "base,steering", "--model", str(tiny_dir), "--benchmarks", "advbench",
+            "--profile", "smoke", "--limit", "2", "--out", str(tmp_path), "--run-id", "r", "--no-drift",
+            "--second-judge", "none", "--data-dir", str(data_dir)]
+    artifact = tmp_path / "r" / "methods" / "steering" / "artifact.json"
+    assert main(argv + ["--method-args", "layer=1"]) == 0
+    first = json.loads(artifact.read_text())
+    assert first["layer"] == 1 and first["request_key"]
+    caplog.clear()
+    assert main(argv + ["--method-args", "layer=1"]) == 0  # same request: reused, no warning
+    assert "preparing it again" not in caplog.text
+    assert main(argv + ["--method-args", "layer=2"]) == 0
+    second = json.loads(artifact.read_text())
+    assert second["layer"] == 2 and second["request_key"] != first["request_key"]
+    assert "steering: its stored outputs were made with other options" in caplog.text
+    assert list((tmp_path / "r" / "stale").glob("steering-*/methods/steering/artifact.json"))  # kept, not lost
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["methods"]["steering"]["artifact"]["layer"] == 2  # the results are the new request's

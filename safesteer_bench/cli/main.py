@@ -119,6 +119,8 @@ def _kv(text: str) -> dict[str, str]:
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise argparse.ArgumentTypeError(f"expected key=value, got '{part}'")
+        if key.strip() in out:
+            raise argparse.ArgumentTypeError(f"'{key.strip()}' is given twice")
         out[key.strip()] = value.strip()
     return out
 
@@ -278,11 +280,12 @@ def _apply_config(args: argparse.Namespace) -> dict[str, Any]:
             setattr(args, key, config.pop(key))
         else:
             config.pop(key, None)
-    if "drift" in config and not args.no_drift:
-        args.no_drift = not config.pop("drift")
-    if "seeds" in config and args.seeds is None and config["seeds"] is not None:
-        args.seeds = ",".join(map(str, config.pop("seeds")))
-    config.pop("seeds", None)
+    drift = config.pop("drift", None)  # always popped: --no-drift wins, and RunConfig gets drift once
+    if drift is not None and not args.no_drift:
+        args.no_drift = not drift
+    seeds = config.pop("seeds", None)  # a list of ints (read_config checked it)
+    if seeds is not None and args.seeds is None:
+        args.seeds = ",".join(map(str, seeds))
     return config  # split, capability_generate_limit, progress
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,14 @@ HARMFUL_LABELS = {"unsafe", "harmful", "1", "true", "yes"}
 BENIGN_LABELS = {"safe", "benign", "0", "false", "no"}
 SPEC_KEYS = {"name", "file", "column", "harmful", "label_column", "judge", "max_new_tokens", "description"}
 FIX = "see the spec format in docs/architecture.md §9 (or this module's docstring)"
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a bad value, bounded (a YAML alias bomb must not become megabytes of error)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, 60, 60
+    text = short.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,20 @@ def is_user_file(token: str) -> bool:
 
 def _records(path: Path) -> list[tuple[int, Any]]:
     """``(line, record)`` pairs of a prompt file: dict rows (JSONL, CSV, JSON list) or strings."""
+    if path.suffix.lower() not in PROMPT_FILES:
+        raise UserError(f"benchmark file {path} is not a prompt file ({', '.join(PROMPT_FILES)})",
+                        f"point `file:` at a {'/'.join(PROMPT_FILES)} file")
+    try:
+        return _read_records(path)
+    except UserError as exc:  # the shared readers' fix is about the package's data, not a user's file
+        if not exc.problem.startswith("malformed data file"):
+            raise
+        raise UserError(exc.problem.replace("malformed data file", "malformed benchmark file", 1),
+                        "fix the file (UTF-8 text; one JSON object per line, a CSV with a header row, "
+                        "or one prompt per line)") from None
+
+
+def _read_records(path: Path) -> list[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return read_jsonl(path)
@@ -79,6 +102,9 @@ def _records(path: Path) -> list[tuple[int, Any]]:
 
 def _column(spec: UserFileSpec, first: Any) -> str | None:
     if not isinstance(first, dict):
+        if spec.column is not None or spec.label_column is not None:
+            raise UserError(f"{spec.file} holds plain prompts, so `column:`/`label_column:` cannot apply",
+                            "drop them, or write JSONL/CSV rows with named columns")
         return None
     if spec.column is not None:
         if spec.column not in first:
@@ -108,7 +134,8 @@ def _label(spec: UserFileSpec, line: int, record: Any) -> str | None:
 def load_user_prompts(spec: UserFileSpec) -> list[Prompt]:
     """The file's prompts as :class:`Prompt` records; every bad row is a UserError naming its line."""
     if not spec.file.is_file():
-        raise UserError(f"benchmark file {spec.file} does not exist", "check the path given to --benchmarks")
+        what = "is a folder, not a file" if spec.file.is_dir() else "does not exist"
+        raise UserError(f"benchmark file {spec.file} {what}", "check the path given to --benchmarks (or `file:`)")
     records = _records(spec.file)
     if not records:
         raise UserError(f"benchmark file {spec.file} holds no prompts", "add one prompt per row or line")
@@ -120,7 +147,9 @@ def load_user_prompts(spec: UserFileSpec) -> list[Prompt]:
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"{spec.file} line {line}: no prompt text"
                             + (f" in '{column}'" if column else ""), "every row needs a non-empty prompt")
-        prompts.append(Prompt(id=f"{spec.name}-{i:0{width}d}", text=text, source=spec.name,
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]  # an edited prompt gets a new id,
+        # so a resumed run never reuses completions or verdicts of the old text under the same id
+        prompts.append(Prompt(id=f"{spec.name}-{i:0{width}d}-{digest}", text=text, source=spec.name,
                               label=_label(spec, line, record), meta={"line": line}))
     return prompts
 
@@ -140,6 +169,14 @@ def _read_spec(path: Path) -> UserFileSpec:
     harmful = doc.get("harmful", None if doc.get("label_column") else True)
     if harmful not in (True, False, None) or (harmful is not None and doc.get("label_column")):
         raise UserError(f"{path}: `harmful` must be true or false, and not set together with `label_column`", FIX)
+    file = doc["file"]
+    if not isinstance(file, str) or not file.strip() or Path(file).suffix.lower() not in PROMPT_FILES:
+        raise UserError(f"{path}: `file:` must name a prompt file ({', '.join(PROMPT_FILES)}), got {_short(file)}", FIX)
+    for key in ("column", "label_column", "judge", "description"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise UserError(f"{path}: `{key}:` must be a string, got {_short(doc[key])}", FIX)
+    if doc.get("name") is not None and (isinstance(doc["name"], bool) or not isinstance(doc["name"], (str, int))):
+        raise UserError(f"{path}: `name:` must be a string, got {_short(doc['name'])}", FIX)
     tokens = doc.get("max_new_tokens")
     if tokens is not None and (not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1):
         raise UserError(f"{path}: max_new_tokens must be a positive integer", FIX)
@@ -164,13 +201,19 @@ def user_benchmark(token: str) -> BenchmarkSpec:
 
     path = Path(token).expanduser().resolve()
     if not path.is_file():
-        raise UserError(f"benchmark file {token} does not exist", "check the path given to --benchmarks")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UserError(f"benchmark file {token} {what}", "check the path given to --benchmarks")
     spec = _read_spec(path) if path.suffix.lower() in SPEC_FILES else _plain_spec(path)
     try:
         check_run_id(spec.name)  # a name that is one safe path component (it names folders)
     except UserError:
         raise UserError(f"benchmark name {spec.name!r} (from {path}) is not a safe name",
                         "use letters, digits and _ . + = - (set `name:` in a YAML spec)") from None
+    from safesteer_bench.evaluation.benchmark import PROFILE_EXTRAS, SUITES
+
+    if spec.name in SUITES or spec.name in PROFILE_EXTRAS:  # resolve_benchmarks would expand the suite instead
+        raise UserError(f"benchmark name '{spec.name}' (from {path}) is the name of a suite",
+                        "set another `name:` in a YAML spec (or rename the file)")
     get_judge(spec.judge)
     digest = hashlib.sha256(spec.file.read_bytes()).hexdigest() if spec.file.is_file() else "missing"
     loader: Callable[[Path | None], list[Prompt]] = lambda _data_dir: load_user_prompts(spec)  # noqa: E731

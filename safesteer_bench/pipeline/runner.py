@@ -471,7 +471,8 @@ class Runner:
     def _run_locked(self) -> dict[str, Any]:
         self._started = time.perf_counter()
         self.check_data()  # first: a fractional --limit is resolved per benchmark for plan.json
-        write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
+        keys = self._set_aside_changed_methods()
+        write_json_atomic(self.dir / "plan.json", {**self.plan.to_dict(), "method_keys": keys})
         self._save_budget()
         for method in self.plan.config.methods:
             self.evaluate_method(method)
@@ -589,11 +590,63 @@ class Runner:
                               data_dir=cfg.data_dir, seed=cfg.seed, budget=budget, shared_dir=cfg.shared_dir,
                               options={**cfg.method_args, **cfg.method_options.get(name, {})})
 
+    def method_key(self, name: str) -> str:
+        """What a method's stored outputs were made from, known without loading the model: the
+        model as named, its load arguments, the method's options with every default (a default
+        changed in the code counts) and, for training methods, the budget."""
+        from safesteer_bench.options import method_args_for
+
+        cfg = self.plan.config
+        method = get_method(name)
+        own = method_args_for(name, {**cfg.method_args, **cfg.method_options.get(name, {})})
+        options = options_class(method).parse(own, name).to_dict()
+        budget = self.budget.key() if method.kind == "training" and self.budget is not None else None
+        return fingerprint(name, cfg.model, cfg.model_args, options, budget)
+
+    def _set_aside_changed_methods(self) -> dict[str, str]:
+        """Each method's key; outputs stored for another key (or by a run that recorded none) are
+        moved to ``stale/`` so the method is prepared, generated and judged again, never reused."""
+        keys = {name: self.method_key(name) for name in self.plan.config.methods}
+        old = read_json_dict(self.dir / "plan.json")
+        if old is None:
+            return keys  # a new run: nothing stored yet
+        old_keys = old.get("method_keys") if isinstance(old.get("method_keys"), dict) else {}
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for name, key in keys.items():
+            if old_keys.get(name) == key:
+                continue
+            stored = [self.dir / "samples" / name, self.dir / "methods" / name, self.dir / "capability" / name,
+                      self.dir / "capability" / f"{name}.json", self.dir / "drift" / f"{name}.json"]
+            moved = [p for p in stored if p.exists()]
+            for path in moved:
+                target = self.dir / "stale" / f"{name}-{stamp}" / path.relative_to(self.dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(target)
+            if moved:
+                log.warning("%s: its stored outputs were made with other options, defaults, budget or model; "
+                            "moved to %s and made again", name, self.dir / "stale" / f"{name}-{stamp}")
+        return keys
+
+    @staticmethod
+    def _request_key(name: str, ctx: MethodContext) -> str:
+        """What a method's artifact was prepared from: the model, its options with every default
+        (a default changed in the code counts) and the training budget."""
+        options = ctx.config.to_dict() if ctx.config is not None else dict(ctx.options or {})
+        budget = ctx.budget.key() if ctx.budget is not None else None
+        return fingerprint(name, ctx.base.identity, options, budget)
+
     def policy(self, name: str) -> Policy:
         method = get_method(name)
         ctx = self.context(name)
         workdir = ctx.workdir
         done = read_json_dict(workdir / "artifact.json")
+        key = self._request_key(name, ctx)
+        if done is not None and done.get("request_key") != key:
+            # Resuming after an option, a default or the budget changed: the stored artifact was
+            # made for another request, so it is prepared again rather than silently reused.
+            log.warning("%s: the stored artifact was prepared with other options or another budget; "
+                        "preparing it again", name)
+            done = None
         if done is not None:
             try:
                 return method.policy(ctx, done)
@@ -601,7 +654,7 @@ class Runner:
                 # A damaged artifact.json (fields missing or mistyped) is retrained, not trusted.
                 log.warning("%s: stored artifact unusable (%s: %s); training again", name, type(exc).__name__, exc)
         started = time.perf_counter()
-        artifact = method.prepare(ctx)
+        artifact = {**method.prepare(ctx), "request_key": key}
         write_json_atomic(workdir / "artifact.json", artifact)
         self._tick("train", started)
         return method.policy(ctx, artifact)
