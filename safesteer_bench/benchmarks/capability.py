@@ -27,7 +27,8 @@ MMLU = register(BenchmarkSpec(
     source="hendrycks/test via the local mmlu/test + mmlu/dev CSVs",
 ))
 # ARC-Challenge is at chance at 135M (base SmolLM2 on 1,068 test questions: acc 0.248, acc_norm
-# 0.265 [0.239, 0.292] against 0.25), so the small profiles' score leaves it out too.
+# 0.265 [0.239, 0.292] against 0.25; seen on test questions, base model only, no method compared),
+# so the small profiles' score leaves it out too.
 ARC_CHALLENGE = register(BenchmarkSpec(
     name="arc-challenge", kind="capability", task="ssb_arc_challenge", harmful=False,
     small_model_composite=False,
