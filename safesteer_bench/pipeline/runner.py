@@ -627,20 +627,12 @@ class Runner:
                             "moved to %s and made again", name, self.dir / "stale" / f"{name}-{stamp}")
         return keys
 
-    @staticmethod
-    def _request_key(name: str, ctx: MethodContext) -> str:
-        """What a method's artifact was prepared from: the model, its options with every default
-        (a default changed in the code counts) and the training budget."""
-        options = ctx.config.to_dict() if ctx.config is not None else dict(ctx.options or {})
-        budget = ctx.budget.key() if ctx.budget is not None else None
-        return fingerprint(name, ctx.base.identity, options, budget)
-
     def policy(self, name: str) -> Policy:
         method = get_method(name)
         ctx = self.context(name)
         workdir = ctx.workdir
         done = read_json_dict(workdir / "artifact.json")
-        key = self._request_key(name, ctx)
+        key = self.method_key(name)
         if done is not None and done.get("request_key") != key:
             # Resuming after an option, a default or the budget changed: the stored artifact was
             # made for another request, so it is prepared again rather than silently reused.
