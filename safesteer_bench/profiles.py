@@ -100,8 +100,7 @@ def default_profile(device: str, params: int | None) -> tuple[str, str]:
     if device.startswith("cuda"):
         return "paper", "the default on a GPU"
     if params is not None and params > LARGE_FOR_CPU:
-        return "smoke", (f"the default for a {params / 1e9:.1f}B model on CPU: quick would take days; "
-                         "pass --profile to choose")
+        return "smoke", (f"the default for a {params / 1e9:.1f}B model on CPU: quick would take days")
     return "quick", "the default on CPU"
 
 

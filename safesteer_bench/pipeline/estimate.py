@@ -13,8 +13,11 @@ deliberately simple and say what they count:
   student and the teacher (2 x batch x sequence x vocabulary x 4 bytes);
 - **generation**: the KV cache, 2 x layers x kv width x (prompt + new tokens) x batch x dtype bytes,
   plus one step's logits;
-- **wall time**: tokens to generate / a measured throughput (reports/measured: SmolLM2-135M fp32 on
-  2 CPU cores, ~165 tok/s at batch 32), scaled by parameter count; unknown elsewhere.
+- **wall time**: tokens to generate (evaluation, plus the training methods' rollouts) / the closest
+  measured throughput (pipeline/throughput.py: every run records what its generation achieved on
+  its device; the checked-in CPU reference otherwise), scaled by parameter count and batch size;
+  unknown on a kind of device where nothing was measured yet. Backward passes, judging and
+  capability suites are not counted, and the dry run says so.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ log = logging.getLogger(__name__)
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 LORA_TARGETS = 7  # q, k, v, o, gate, up, down (students.py targets every linear layer)
-CPU_TOKENS_PER_S_135M = 165.0  # reports/measured/README.md, engine at batch 32
 PROMPT_TOKENS = 64  # a typical chat-templated benchmark prompt (AdvBench ~40-70 tokens)
 
 
@@ -62,8 +64,13 @@ class Estimate:
     dtype: str
     shape: ModelShape | None
     stages: list[StageEstimate]
-    wall_seconds: float | None
+    wall: WallEstimate | None
     available_bytes: int | None
+    adapter: str = "lora"
+
+    @property
+    def wall_seconds(self) -> float | None:
+        return None if self.wall is None else self.wall.seconds
 
     @property
     def peak(self) -> int:
@@ -118,8 +125,30 @@ def _from_gguf(path: Path) -> ModelShape | None:
                       kv_width=kv_heads * (hidden // heads), source=str(path))
 
 
+# The hub aliases' sizes from their published config.json and safetensors index (parameters,
+# layers, hidden, intermediate, vocabulary, kv heads x head size), so the headline command's dry
+# run can plan and refuse before gigabytes are downloaded. Once the files are cached they win.
+PUBLISHED_SHAPES = {
+    "Qwen/Qwen2-7B-Instruct": (7_615_616_512, 28, 3584, 18944, 152064, 4 * 128),
+    "Qwen/Qwen2.5-7B-Instruct": (7_615_616_512, 28, 3584, 18944, 152064, 4 * 128),
+    "Qwen/Qwen3-4B-Instruct-2507": (4_022_468_096, 36, 2560, 9728, 151936, 8 * 128),
+    "meta-llama/Meta-Llama-3-8B-Instruct": (8_030_261_248, 32, 4096, 14336, 128256, 8 * 128),
+    "meta-llama/Llama-3.2-3B-Instruct": (3_212_749_824, 28, 3072, 8192, 128256, 8 * 128),
+}
+
+
+def _published(spec: Any) -> ModelShape | None:
+    sizes = PUBLISHED_SHAPES.get(spec.source) if spec.kind == "hf" else None
+    return ModelShape(*sizes, source=f"published config of {spec.source}") if sizes else None
+
+
 def model_shape(spec: Any) -> ModelShape | None:
-    """The shape of a resolved :class:`ModelSpec`, or None when its files are not here yet."""
+    """The shape of a resolved :class:`ModelSpec`: from its files when they are here, else the
+    published sizes of a known hub alias, else None."""
+    return _from_files(spec) or _published(spec)
+
+
+def _from_files(spec: Any) -> ModelShape | None:
     try:
         if spec.kind == "dir":
             return _from_config(Path(spec.source))
@@ -172,13 +201,38 @@ def _generation(shape: ModelShape, profile: Any, dtype_bytes: int) -> StageEstim
     return StageEstimate("generation", sum(parts.values()), parts)
 
 
-def _wall_seconds(plan: Any, shape: ModelShape, device: str, prompts: int) -> float | None:
-    if device != "cpu":
-        return None  # no throughput measured on this device type yet
-    rate = CPU_TOKENS_PER_S_135M * 134_515_008 / shape.params
-    methods = len(plan.config.methods) * max(1, len(plan.config.seeds or [0]))
-    generated = methods * prompts * plan.profile.max_new_tokens
-    return generated / rate
+@dataclass(frozen=True)
+class WallEstimate:
+    seconds: float
+    tokens: int
+    tokens_per_s: float
+    source: str  # which measurement it rests on
+
+
+def _generated_tokens(plan: Any, prompts: int) -> int:
+    """Evaluation tokens of every method and seed, plus each training method's rollouts."""
+    from safesteer_bench.methods.api import get_method
+
+    profile = plan.profile
+    seeds = max(1, len(plan.config.seeds or [0]))
+    tokens = len(plan.config.methods) * prompts * profile.max_new_tokens
+    trainers = sum(1 for m in plan.config.methods if get_method(m).kind == "training")
+    rollouts = (profile.train_prompts or 100) * profile.samples_per_prompt * profile.train_max_new_tokens
+    return seeds * (tokens + trainers * rollouts)
+
+
+def _wall(plan: Any, shape: ModelShape, device: str, dtype: str, prompts: int) -> WallEstimate | None:
+    from safesteer_bench.pipeline import throughput
+
+    engine = getattr(plan.config, "engine", "hf") or "hf"
+    measured, source = throughput.lookup(device, dtype, engine, shape.params)
+    if measured is None:
+        return None
+    rate = throughput.tokens_per_second(measured, shape.params, plan.profile.batch_size)
+    tokens = _generated_tokens(plan, prompts)
+    return WallEstimate(tokens / rate, tokens, rate, f"{source}: {measured.tokens_per_s:,.0f} tok/s, "
+                        f"{measured.params / 1e6:,.0f} M params, batch {measured.batch_size}, "
+                        f"{measured.dtype}, {measured.engine} engine")
 
 
 def available_memory(device: str) -> int | None:
@@ -208,12 +262,16 @@ def estimate(plan: Any, spec: Any, prompts: int) -> Estimate:
         stages.append(_generation(shape, plan.profile, size))
         if plan.trains:
             stages.append(_training(shape, plan.profile, plan.config.adapter, size))
-        wall = _wall_seconds(plan, shape, device, prompts)
-    return Estimate(device, dtype, shape, stages, wall, available_memory(device))
+        wall = _wall(plan, shape, device, dtype, prompts)
+    return Estimate(device, dtype, shape, stages, wall, available_memory(device), plan.config.adapter)
 
 
 def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
 
 
 def describe_estimate(est: Estimate) -> str:
@@ -227,9 +285,14 @@ def describe_estimate(est: Estimate) -> str:
         lines.append(f"  memory    {stage.name}: ~{_gb(stage.bytes)} ({parts})")
     if est.available_bytes:
         lines.append(f"            peak ~{_gb(est.peak)} of {_gb(est.available_bytes)} on {est.device}")
-    if est.wall_seconds is not None:
-        lines.append(f"  time      generation ~{est.wall_seconds / 60:.0f} min at the measured CPU throughput "
-                     "(training and judging not included)")
+    if est.wall is not None:
+        w = est.wall
+        lines.append(f"  time      generation ~{_duration(w.seconds)} ({w.tokens:,} tokens at ~{w.tokens_per_s:,.0f} tok/s; "
+                     "backward passes, judging and capability suites not included)")
+        lines.append(f"            throughput from {w.source}")
+    else:
+        lines.append(f"  time      unknown: no generation throughput measured on {est.device} yet "
+                     "(a first run records it)")
     return "\n".join(lines)
 
 
@@ -241,4 +304,14 @@ def check_fits(est: Estimate) -> None:
         worst = max(est.stages, key=lambda s: s.bytes)
         raise UserError(f"this plan needs ~{_gb(est.peak)} for {worst.name} but {est.device} has "
                         f"{_gb(est.available_bytes)}",
-                        "use a smaller --profile, --adapter lora, --dtype bfloat16 or a larger device")
+                        f"use {_fixes(est)} or a larger device")
+
+
+def _fixes(est: Estimate) -> str:
+    """Only the remedies this plan has not taken already."""
+    fixes = ["a smaller --profile"]
+    if est.adapter == "full":
+        fixes.append("--adapter lora")
+    if est.dtype == "float32":
+        fixes.append("--dtype bfloat16")
+    return ", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0]

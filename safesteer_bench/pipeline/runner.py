@@ -662,7 +662,21 @@ class Runner:
         rows = generate_checkpointed(policy, self.prompts(spec), self.gen_config(spec), checkpoint,
                                      self.plan.config.progress)
         self._tick("generate", started)
+        self._record_throughput(policy, rows)
         return rows
+
+    def _record_throughput(self, policy: Policy, rows: list[dict[str, Any]]) -> None:
+        """What plain generation achieved here, for later dry runs' wall time (pipeline/throughput.py)."""
+        if policy.decoder is not None:
+            return  # alignbeam's decoding is not the engine's throughput
+        from safesteer_bench.pipeline import throughput
+
+        base = self.base
+        engine = getattr(policy.engine, "name", "hf")
+        params = sum(p.numel() for p in base.model.parameters())
+        m = throughput.measure(base.device, base.dtype, engine, params, self.plan.profile.batch_size, rows)
+        if m is not None:
+            throughput.record(m)
 
     def judge(self, method: str, spec: BenchmarkSpec, rows: list[dict[str, Any]]) -> None:
         started = time.perf_counter()

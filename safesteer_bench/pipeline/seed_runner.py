@@ -40,9 +40,13 @@ class SeedRunner:
         """One sub-run's needs (they run one after another); wall time for all of them."""
         import dataclasses
 
-        est = next(iter(self.runners.values())).estimate()
-        wall = None if est.wall_seconds is None else est.wall_seconds * len(self.runners)
-        return dataclasses.replace(est, wall_seconds=wall)
+        estimates = [runner.estimate() for runner in self.runners.values()]
+        walls = [e.wall for e in estimates]
+        if any(w is None for w in walls):
+            return dataclasses.replace(estimates[0], wall=None)
+        tokens = sum(w.tokens for w in walls)  # later seeds skip seed-free methods
+        total = dataclasses.replace(walls[0], seconds=sum(w.seconds for w in walls), tokens=tokens)
+        return dataclasses.replace(estimates[0], wall=total)
 
     def overlap(self) -> dict[str, Any]:
         return next(iter(self.runners.values())).overlap()
