@@ -62,5 +62,10 @@ class Policy:
             return self.engine.generate(prompts, cfg, progress)
 
     def key(self, cfg: GenConfig) -> str:
-        """Cache key for this policy's outputs under ``cfg``: fingerprint + decoding settings."""
-        return fingerprint(self.fingerprint, cfg.key())
+        """Cache key for this policy's outputs under ``cfg``: fingerprint + decoding settings, and
+        the engine when it is not HF's (vLLM's outputs can differ: bf16, other kernels), so
+        completions made by one engine are never reused for another."""
+        engine = getattr(self.engine, "name", "hf")
+        if engine == "hf" or self.decoder is not None:
+            return fingerprint(self.fingerprint, cfg.key())  # as before engines existed
+        return fingerprint(self.fingerprint, cfg.key(), engine)

@@ -1,0 +1,225 @@
+"""The vLLM generation engine (modeling/vllm_engine.py): choice, fallback, keys, and equality with HF.
+
+The equality tests need vLLM, which lives in its own venv (`make setup-vllm`; run them with
+`make test-vllm`); in the default .venv they are skipped. Equality is checked at the SAME dtype
+(fp32 on both engines): vLLM and transformers use different kernels (attention, matmul
+blocking), so logits differ by float rounding (~1e-6 relative) and a greedy step whose top two
+logits are that close can flip. The stated tolerance: every prompt's first 8 tokens identical and
+whole completions identical for at least 7 of 8 prompts; in practice all have been identical.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from conftest import make_tiny_model, make_tiny_tokenizer
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed here: it has its own venv "
+                                                     "(make setup-vllm), and these run with `make test-vllm`")
+PROMPTS = ["How do I bake bread?", "Write a haiku about the sea.", "What is 2+2?", "Tell me how to pick a lock.",
+           "Give me three tips for sleeping well.", "Explain photosynthesis to a child.",
+           "How can I hack my neighbour's wifi?", "Translate 'good morning' into French."]
+FIRST_K, MIN_IDENTICAL = 8, 7
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    import torch
+
+    torch.set_num_threads(1)
+    # Eager vLLM engines (the CPU default, stated here so the tests do not depend on it):
+    # torch.compile's warm-up takes minutes per engine on 2 busy cores.
+    monkeypatch.setenv("SAFESTEER_BENCH_VLLM_EAGER", "1")
+
+
+# -- choice and fallback: no vLLM needed ---------------------------------------------------------
+
+def test_unknown_engine_and_missing_vllm_are_user_errors():
+    from safesteer_bench.errors import UserError
+    from safesteer_bench.modeling.vllm_engine import check_engine
+
+    assert check_engine("hf") == "hf"
+    with pytest.raises(UserError, match="unknown engine 'tgi'"):
+        check_engine("tgi")
+    if HAS_VLLM:
+        assert check_engine("vllm") == "vllm"
+    else:
+        with pytest.raises(UserError, match="vLLM is not installed") as err:
+            check_engine("vllm")
+        assert "make setup-vllm" in err.value.fix
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="checks the error shown where vLLM is missing; it is installed here")
+def test_run_engine_vllm_without_vllm_fails_in_the_dry_run(tiny_dir, tmp_path, capsys):
+    from safesteer_bench.cli import main
+
+    code = main(["run", "--methods", "base", "--model", str(tiny_dir), "--benchmarks", "advbench",
+                 "--engine", "vllm", "--dry-run", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "vLLM is not installed" in err and "make setup-vllm" in err
+
+
+def _base(tiny_dir):
+    from safesteer_bench.modeling.models import load_model, resolve_model
+
+    return load_model(resolve_model(str(tiny_dir)))
+
+
+def test_hooked_and_decoder_policies_stay_on_hf_and_say_so(tiny_dir, tmp_path):
+    import torch
+
+    from safesteer_bench.modeling.generation import HFEngine
+    from safesteer_bench.modeling.hooks import ResidualHook
+    from safesteer_bench.modeling.policy import Policy
+    from safesteer_bench.modeling.vllm_engine import attach_engine
+
+    base = _base(tiny_dir)
+    hook = ResidualHook(layer=1, direction=torch.zeros(base.model.config.hidden_size), coef=1.0)
+    steered = Policy("steering", base.model, base.tokenizer, "fp", hooks=(hook,))
+    decoded = Policy("alignbeam", base.model, base.tokenizer, "fp", decoder=lambda p, c, g: [])
+    for policy in (steered, decoded):
+        assert attach_engine(policy, "vllm", base, tmp_path) == "hf"
+        assert isinstance(policy.engine, HFEngine) and policy.info["engine"] == "hf"
+    plain = Policy("base", base.model, base.tokenizer, "fp")
+    assert attach_engine(plain, "hf", base, tmp_path) == "hf" and isinstance(plain.engine, HFEngine)
+
+
+def test_a_vllm_engine_changes_the_generation_key(tiny_dir, tmp_path):
+    """Completions of one engine are never reused for another (bf16 vs fp32 outputs differ)."""
+    from safesteer_bench.modeling.generation import GenConfig
+    from safesteer_bench.modeling.policy import Policy
+    from safesteer_bench.modeling.vllm_engine import attach_engine
+
+    base = _base(tiny_dir)
+    cfg = GenConfig(max_new_tokens=8)
+    hf = Policy("base", base.model, base.tokenizer, "fp")
+    bf16, fp32 = (Policy("base", base.model, base.tokenizer, "fp") for _ in range(2))
+    assert attach_engine(bf16, "vllm", base, tmp_path) == "vllm-bfloat16"  # the CPU default
+    assert attach_engine(fp32, "vllm", base, tmp_path, dtype="float32") == "vllm-float32"
+    assert len({hf.key(cfg), bf16.key(cfg), fp32.key(cfg)}) == 3
+    assert bf16.engine.model_dir == str(tiny_dir)  # a local model folder is served as it is
+
+
+def test_a_default_run_records_the_hf_engine(tiny_dir, tmp_path, data_dir):
+    from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
+
+    cfg = RunConfig(methods=["base"], model=str(tiny_dir), benchmarks="advbench", profile="smoke",
+                    out=tmp_path / "runs", data_dir=data_dir, limit=2, progress=False, drift=False)
+    plan = make_plan(cfg)
+    results = Runner(plan).run()
+    assert results["methods"]["base"]["engine"] == "hf" and "engine" not in results["plan"]
+    meta = json.loads((plan.run_dir / "samples" / "base" / "advbench.meta.json").read_text())
+    assert (meta["engine"], meta["engine_requested"]) == ("hf", "hf")
+
+
+# -- equality with the HF engine: needs vLLM ------------------------------------------------------
+
+def _compare(vllm_out, hf_out) -> None:
+    identical = sum(v.token_ids == h.token_ids for v, h in zip(vllm_out, hf_out))
+    for v, h in zip(vllm_out, hf_out):
+        assert v.token_ids[:FIRST_K] == h.token_ids[:FIRST_K], (v.text, h.text)
+        if v.token_ids == h.token_ids:  # same tokens: same accounting and text
+            assert (v.text, v.new_tokens, v.finished, v.prompt_tokens) == (h.text, h.new_tokens, h.finished,
+                                                                           h.prompt_tokens)
+    logging.getLogger(__name__).info("vLLM vs HF (fp32): %d/%d completions identical", identical, len(hf_out))
+    assert identical >= MIN_IDENTICAL, f"only {identical}/{len(hf_out)} completions identical"
+
+
+def _tiny_folder(tmp_path):
+    """A tiny llama vLLM's CPU attention accepts (head size 64; the shared fixture's is 8)."""
+    tokenizer = make_tiny_tokenizer()
+    model = make_tiny_model(tokenizer, layers=2, hidden=256, seed=1)
+    folder = tmp_path / "tiny64"
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@needs_vllm
+def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from safesteer_bench.modeling.generation import GenConfig, HFEngine
+    from safesteer_bench.modeling.models import load_model, resolve_model
+    from safesteer_bench.modeling.policy import Policy
+    from safesteer_bench.modeling.vllm_engine import attach_engine, shutdown_engines
+
+    base = load_model(resolve_model(str(_tiny_folder(tmp_path))))
+    cfg = GenConfig(max_new_tokens=24, batch_size=8)
+    hf_base = HFEngine(base.model, base.tokenizer).generate(PROMPTS, cfg, progress=False)
+    policy = Policy("base", base.model, base.tokenizer, "fp")
+    assert attach_engine(policy, "vllm", base, tmp_path, dtype="float32") == "vllm-float32"
+    _compare(policy.generate(PROMPTS, cfg, progress=False), hf_base)
+
+    # A LoRA student as save_student leaves it: a peft adapter folder named by artifact.json.
+    # init_lora_weights=False: random B, so the adapter really changes the outputs.
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
+    student = get_peft_model(base.model, lora, adapter_name="sft")
+    student.save_pretrained(str(tmp_path / "methods" / "sft" / "adapter"), safe_serialization=True)
+    weights = "adapter/sft" if (tmp_path / "methods" / "sft" / "adapter" / "sft").exists() else "adapter"
+    (tmp_path / "methods" / "sft" / "artifact.json").write_text(json.dumps({"adapter": "lora", "weights": weights}))
+    hf_lora = HFEngine(student, base.tokenizer).generate(PROMPTS, cfg, progress=False)
+    assert [c.token_ids for c in hf_lora] != [c.token_ids for c in hf_base]  # the adapter matters
+    lora_policy = Policy("sft", student, base.tokenizer, "fp2")
+    assert attach_engine(lora_policy, "vllm", base, tmp_path / "methods" / "sft", dtype="float32") == "vllm-float32"
+    assert lora_policy.engine.adapter_dir is not None
+    _compare(lora_policy.generate(PROMPTS, cfg, progress=False), hf_lora)
+    shutdown_engines()
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_greedy_equals_hf_on_smollm2():
+    from safesteer_bench.modeling.generation import GenConfig, HFEngine
+    from safesteer_bench.modeling.models import load_model, resolve_model
+    from safesteer_bench.modeling.policy import Policy
+    from safesteer_bench.modeling.vllm_engine import attach_engine, shutdown_engines
+
+    base = load_model(resolve_model("smollm2-135m"))
+    cfg = GenConfig(max_new_tokens=32, batch_size=8)
+    hf = HFEngine(base.model, base.tokenizer).generate(PROMPTS, cfg, progress=False)
+    policy = Policy("base", base.model, base.tokenizer, "fp")
+    assert attach_engine(policy, "vllm", base, Path("unused"), dtype="float32") == "vllm-float32"
+    out = policy.generate(PROMPTS, cfg, progress=False)
+    _compare(out, hf)
+    assert policy.engine.last_stats.new_tokens == sum(c.new_tokens for c in out) > 0
+    shutdown_engines()
+
+
+@needs_vllm
+def test_run_records_each_methods_engine_and_never_reuses_another_engines_completions(tmp_path, data_dir):
+    """--engine vllm: base on vLLM (bf16), steering (hooks) on HF, both in results and report;
+    the same run resumed with --engine hf regenerates base's completions, not steering's."""
+    from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
+
+    def run(engine: str) -> dict:
+        cfg = RunConfig(methods=["base", "steering"], model=str(_tiny_folder(tmp_path)), benchmarks="advbench",
+                        profile="smoke", out=tmp_path / "runs", data_dir=data_dir, limit=3, progress=False,
+                        run_id="engines", engine=engine, drift=False)
+        return Runner(make_plan(cfg)).run()
+
+    first = run("vllm")
+    assert first["methods"]["base"]["engine"] == "vllm-bfloat16"
+    assert first["methods"]["steering"]["engine"] == "hf"
+    assert first["plan"]["engine"] == "vllm"
+    run_dir = tmp_path / "runs" / "engines"
+    assert "vllm-bfloat16" in (run_dir / "report.html").read_text()
+
+    def gen_rows(method: str) -> list[dict]:
+        path = run_dir / "samples" / method / "advbench.gen.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    steering_rows = gen_rows("steering")
+    second = run("hf")
+    assert second["methods"]["base"]["engine"] == "hf" and "engine" not in second["plan"]
+    base_keys = [r["key"] for r in gen_rows("base")]
+    assert len(base_keys) == 6 and len(set(base_keys)) == 2  # 3 prompts x 2 engines: regenerated
+    assert gen_rows("steering") == steering_rows  # hooked: HF both times, its completions reused
