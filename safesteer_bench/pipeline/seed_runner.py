@@ -60,7 +60,11 @@ class SeedRunner:
         self.check_data()  # first: plan.json records a fractional --limit's counts
         write_json_atomic(self.dir / "plan.json", self.plan.to_dict())
         docs: dict[int, dict[str, Any]] = {}
+        if (self.plan.config.executor or "sequential") != "sequential":
+            docs = self._run_jobs()  # every seed's jobs handed to the executor at once
         for seed, runner in self.runners.items():
+            if seed in docs:
+                continue
             log.info("seed %s: %s", seed, ", ".join(runner.plan.config.methods))
             runner.run()
             docs[seed] = read_json_dict(runner.dir / "results.json") or {}
@@ -72,6 +76,20 @@ class SeedRunner:
 
         index_quietly(Path(self.plan.config.out), results, report)
         return results
+
+    def _run_jobs(self) -> dict[int, dict[str, Any]]:
+        """Each sub-run locked and begun, all their jobs run by the plan's executor, each finished."""
+        from contextlib import ExitStack
+
+        from safesteer_bench.pipeline.executors import executor_for
+
+        runners = list(self.runners.values())
+        with ExitStack() as locks:
+            for runner in runners:
+                locks.enter_context(run_lock(runner.dir))
+                runner.begin()
+            executor_for(self.plan.config).execute(runners)
+            return {seed: runner.finish() for seed, runner in self.runners.items()}
 
     def render(self, results: dict[str, Any]) -> Path:
         """The combined report; sample completions come from the first seed that ran each method."""
