@@ -2,6 +2,8 @@
 
     safesteer-bench train --method safesteer --model smollm2-135m --profile smoke
     safesteer-bench train --method global-kl --adapter full --out runs/train-full
+    accelerate launch --num_processes 4 -m safesteer_bench train --method safesteer   # data-parallel, GPUs
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m safesteer_bench train ...  # CPU, gloo
 
 The layout is a run directory's (``<out>/methods/<method>/artifact.json`` beside the shared
 steering direction in ``<out>/methods/_shared``), so several ``train`` calls with one ``--out``
@@ -67,7 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from safesteer_bench.paths import check_output_dir, safe_component
     from safesteer_bench.profiles import get_profile
     from safesteer_bench.pipeline.store import write_json_atomic
+    from safesteer_bench.training.parallel import check_supported, data_parallel
 
+    par = data_parallel()  # before the model loads: under a GPU launch it picks this process's GPU
+    check_supported()
     method = get_method(args.method)
     if getattr(method, "kind", "") != "training":
         trainable = sorted(n for n, m in METHODS if getattr(m, "kind", "") == "training")
@@ -87,21 +92,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     workdir = out / "methods" / args.method
     artifact_path = workdir / "artifact.json"
     if artifact_path.exists() and not args.force:
-        print(f"already trained: {artifact_path} (use --force to retrain)")
+        if par.is_main:
+            print(f"already trained: {artifact_path} (use --force to retrain)")
         return 0
 
     # make_budget is deterministic in (profile, seed, adapter, exclusions): train calls sharing --out
     # and these flags get the identical Budget, as the methods of one run do.
     budget = make_budget(profile, args.data_dir, args.seed, adapter=args.adapter,
                          exclude=_exclusions(args.exclude_benchmarks, args.data_dir))
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "budget.json", budget.to_dict())
-    print(f"budget: {budget.describe()}", flush=True)
+    if par.is_main:  # under a multi-process launch only the main process writes and prints
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "budget.json", budget.to_dict())
+        print(f"budget: {budget.describe()}", flush=True)
+    par.wait()
 
     base = load_model(spec, args.device, loading.dtype or args.dtype, device_map=loading.device_map)
     ctx = method_context(args.method, base, profile, workdir, data_dir=args.data_dir, seed=args.seed,
                          budget=budget, options=options)
     artifact = method.prepare(ctx)
+    if not par.is_main:
+        return 0  # the main process saves, reloads and reports the artifact
     write_json_atomic(artifact_path, artifact)
     method.policy(ctx, artifact)  # prove the artifact reloads
     print(f"artifact: {artifact_path}")
