@@ -91,13 +91,25 @@ class GenerationEngine(Protocol):
     def generate(self, prompts: Sequence[str], cfg: GenConfig, progress: bool = True) -> list[Completion]: ...
 
 
-def chat_text(tokenizer: Any, prompt: str) -> str:
-    """The prompt wrapped in the model's chat template (base models without one get it raw)."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    return prompt
+def chat_text(tokenizer: Any, prompt: str, system: str | None = None) -> str:
+    """The prompt wrapped in the model's chat template (base models without one get it raw).
+
+    ``system``: a system prompt, as a system turn where the template has a system role; a
+    template that rejects one (Gemma's raises) and models without a template get it prepended
+    to the user's text, separated by a blank line.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return f"{system}\n\n{prompt}" if system else prompt
+    messages = [{"role": "user", "content": prompt}]
+    if system:
+        from jinja2.exceptions import TemplateError
+
+        try:
+            return tokenizer.apply_chat_template([{"role": "system", "content": system}, *messages],
+                                                 tokenize=False, add_generation_prompt=True)
+        except TemplateError:  # the template's raise_exception("System role not supported")
+            messages = [{"role": "user", "content": f"{system}\n\n{prompt}"}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -116,13 +128,14 @@ def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 class HFEngine:
     """transformers ``generate`` over length-sorted batches with left padding."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, system: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.system = system  # a system prompt for every prompt (spec teacher, prompt-control)
         self.last_stats = GenerationStats()
 
     def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        texts = [chat_text(self.tokenizer, p) for p in prompts]
+        texts = [chat_text(self.tokenizer, p, self.system) for p in prompts]
         # The chat template already holds BOS/special tokens; adding them again would double them.
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         device = next(self.model.parameters()).device
@@ -131,7 +144,7 @@ class HFEngine:
     def generate(self, prompts: Sequence[str], cfg: GenConfig, progress: bool = True) -> list[Completion]:
         start = time.perf_counter()
         # Sorting by length keeps padding (wasted compute) small within each batch.
-        lengths = [len(ids) for ids in self.tokenizer([chat_text(self.tokenizer, p) for p in prompts],
+        lengths = [len(ids) for ids in self.tokenizer([chat_text(self.tokenizer, p, self.system) for p in prompts],
                                                       add_special_tokens=False)["input_ids"]]
         results: list[Completion | None] = [None] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress, leave=False)

@@ -2,9 +2,13 @@
 
 1. Harmless validation prompts that the base model π0 does not refuse (greedy answer, keyword
    judge).
-2. ``M`` samples of ``H − 1`` tokens per prompt from the steered teacher πt (temperature 1).
+2. ``M`` samples of ``H − 1`` tokens per prompt from the teacher πt (temperature 1): the steered
+   one (π0 + hooks) or, with ``teacher_system`` (``teacher=spec``), π0 with the specification as
+   its system prompt.
 3. Teacher-force each sample through πt and π0; at response positions 1..H compute
-   ``Δ = log πt − log π0`` over the vocabulary.
+   ``Δ = log πt − log π0`` over the vocabulary. A spec teacher reads [spec + prompt + sample]
+   while π0 reads [prompt + sample], the completion positions aligned as in the distiller
+   (``training.distill.with_system``).
 4. Drop positions after π0's argmax reaches end-of-turn (and positions past the sample's own end).
 5. Ban special tokens and tokens whose mean πt probability (over the kept positions) is below τ.
 6. Every kept (sample, position) votes for its top-``votes_top`` tokens by Δ; S = the ``size``
@@ -25,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from safesteer_bench.data import Prompt, load_alpaca, normalize_text
-from safesteer_bench.training.distill import TokenBatch, build_batch, completion_logits, completion_token_ids, model_device
+from safesteer_bench.training.distill import (TokenBatch, build_batch, completion_logits, completion_token_ids,
+                                              model_device, with_system)
 from safesteer_bench.modeling.generation import GenConfig, HFEngine, stop_token_ids
 from safesteer_bench.modeling.hooks import ResidualHook, installed
 
@@ -137,13 +142,20 @@ class Contrasts:
     mean_prob: torch.Tensor  # [V] mean πt probability over kept positions
     prompt_ids: list[str]
     stats: dict[str, Any]
+    # (prompt, teacher sample ids) per sequence, in the row order of ``deltas``: kept for checks
+    # (tests/test_spec_teacher.py re-scores them), never saved in the TokenSet.
+    samples: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
 @torch.no_grad()
 def collect_contrasts(model: Any, tokenizer: Any, teacher_hooks: Sequence[ResidualHook],
                       candidates: Sequence[Prompt], config: TokenSetConfig = TokenSetConfig(), seed: int = 0,
-                      progress: bool = True) -> Contrasts:
-    """Pick the prompts π0 does not refuse, sample from πt, teacher-force through πt and π0."""
+                      progress: bool = True, teacher_system: str | None = None) -> Contrasts:
+    """Pick the prompts π0 does not refuse, sample from πt, teacher-force through πt and π0.
+
+    ``teacher_system``: πt's system prompt (the spec teacher); None leaves πt = π0 + ``teacher_hooks``
+    on the same text as π0, the vote unchanged.
+    """
     from safesteer_bench.evaluation.judges import get_judge
 
     device = model_device(model)
@@ -162,9 +174,10 @@ def collect_contrasts(model: Any, tokenizer: Any, teacher_hooks: Sequence[Residu
     # 2. M samples of H-1 tokens from the teacher
     H = config.horizon
     texts = [p.text for p in kept for _ in range(config.samples)]
+    teacher_engine = engine if teacher_system is None else HFEngine(model, tokenizer, system=teacher_system)
     with installed(model, teacher_hooks):
-        samples = engine.generate(texts, GenConfig(max_new_tokens=H - 1, temperature=1.0, top_p=1.0, seed=seed,
-                                                   batch_size=64), progress)
+        samples = teacher_engine.generate(texts, GenConfig(max_new_tokens=H - 1, temperature=1.0, top_p=1.0,
+                                                           seed=seed, batch_size=64), progress)
     completions = [completion_token_ids(c, end_id)[: H - 1] for c in samples]
 
     # 3-4. teacher-force through πt and π0; keep Δ at the valid positions
@@ -176,7 +189,9 @@ def collect_contrasts(model: Any, tokenizer: Any, teacher_hooks: Sequence[Residu
         # pad every completion to H-1 tokens so the logits cover exactly H positions
         padded = [completions[i] + [end_id] * (H - 1 - len(completions[i])) for i in chunk]
         batch = build_batch(tokenizer, [texts[i] for i in chunk], padded, device)
-        lp_t = _teacher_forced(model, batch, teacher_hooks)
+        # Only the prefix differs for a spec teacher: the [B, H] completion layout is the same.
+        teacher_batch = batch if teacher_system is None else with_system(tokenizer, batch, teacher_system)
+        lp_t = _teacher_forced(model, teacher_batch, teacher_hooks)
         lp_0 = _teacher_forced(model, batch, ())
         valid = _valid_positions([len(completions[i]) for i in chunk],
                                  [bool(completions[i]) and completions[i][-1] in stops for i in chunk],
@@ -186,9 +201,12 @@ def collect_contrasts(model: Any, tokenizer: Any, teacher_hooks: Sequence[Residu
         kept_positions += int(valid.sum())
         deltas.append((lp_t - lp_0)[valid].cpu())
     assert prob_sum is not None
-    return Contrasts(deltas, (prob_sum / max(1, kept_positions)).cpu(), [p.id for p in kept],
-                     {"candidates": len(candidates), "prompts_kept": len(kept), "samples": len(texts),
-                      "positions_kept": kept_positions, "positions_total": len(texts) * H})
+    stats = {"candidates": len(candidates), "prompts_kept": len(kept), "samples": len(texts),
+             "positions_kept": kept_positions, "positions_total": len(texts) * H}
+    if teacher_system is not None:  # only then, so the steered teacher's token_set.json is unchanged
+        stats["teacher"] = "spec"
+    return Contrasts(deltas, (prob_sum / max(1, kept_positions)).cpu(), [p.id for p in kept], stats,
+                     list(zip(texts, completions)))
 
 
 def vote(contrasts: Contrasts, tokenizer: Any, config: TokenSetConfig = TokenSetConfig(), seed: int = 0) -> TokenSet:
@@ -226,7 +244,8 @@ def vote(contrasts: Contrasts, tokenizer: Any, config: TokenSetConfig = TokenSet
 
 def select_safety_tokens(model: Any, tokenizer: Any, teacher_hooks: Sequence[ResidualHook],
                          candidates: Sequence[Prompt], config: TokenSetConfig = TokenSetConfig(),
-                         seed: int = 0, progress: bool = True) -> TokenSet:
-    """Vote S from ``candidates`` (harmless prompts); ``model`` is π0 (no adapter active)."""
-    contrasts = collect_contrasts(model, tokenizer, teacher_hooks, candidates, config, seed, progress)
+                         seed: int = 0, progress: bool = True, teacher_system: str | None = None) -> TokenSet:
+    """Vote S from ``candidates`` (harmless prompts); ``model`` is π0 (no adapter active);
+    ``teacher_system``: the spec teacher's system prompt (see :func:`collect_contrasts`)."""
+    contrasts = collect_contrasts(model, tokenizer, teacher_hooks, candidates, config, seed, progress, teacher_system)
     return vote(contrasts, tokenizer, config, seed)
