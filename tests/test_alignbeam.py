@@ -404,7 +404,8 @@ def test_method_records_config_anchor_and_latency(tiny_ctx):
     artifact = method.prepare(tiny_ctx)
     json.dumps(artifact)  # the runner writes it as JSON
     assert artifact["config"] == {"alpha": 0.4, "prefix_steps": 3, "beams": 2, "anchor_top_n": 10,
-                                  "judge": "keywords", "anchor": tiny_ctx.options["anchor"]}
+                                  "judge": "keywords", "picker": "llm", "picker_model": "target",
+                                  "anchor": tiny_ctx.options["anchor"]}
     assert artifact["anchor"]["kind"] == "model" and artifact["anchor"]["same_vocab"] is False
     assert artifact["anchor"]["fingerprint"]
     assert artifact["latency"]["prompts"] == 2 and artifact["latency"]["latency_ratio"] > 0

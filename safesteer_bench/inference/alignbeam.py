@@ -9,10 +9,13 @@ judge J. For every prompt:
    penalty; a beam that emits a stop token is finished and keeps its score).
 2. **Completion.** Every beam is finished by D alone (greedy, batched over beams, D's KV cache
    continued from the prefix).
-3. **Selection.** J judges the K responses; the safest wins: a refusal that is not harmful first,
-   then a harmless compliance, then a harmful refusal, then harmful compliance (a judge parse
-   error counts as harmful compliance). Ties go to the response with the highest log-likelihood
-   under D (sum of ``log p_D`` over every response token, the stop token included).
+3. **Selection.** The picker judges the K responses; the safest wins. ``picker="llm"`` (the
+   method's default, :mod:`.alignbeam_picker`): a small LLM prompted as a safety judge scores each
+   response (log P(unsafe) − log P(safe)) and the lowest score wins. ``picker="judge"``: the
+   registered judge ``judge`` classifies them: a refusal that is not harmful first, then a
+   harmless compliance, then a harmful refusal, then harmful compliance (a judge parse error
+   counts as harmful compliance). Ties go to the response with the highest log-likelihood under
+   D (sum of ``log p_D`` over every response token, the stop token included).
 
 **q, same vocabulary (fast path).** When A's tokenizer has exactly D's vocabulary, ``q`` is A's
 full next-token distribution (no translation). With A = D this makes ``p = p_D`` exactly.
@@ -67,8 +70,10 @@ class AlignBeamConfig:
 
     ``alpha``: weight of the anchor in the mixture; ``prefix_steps`` (m): mixed steps;
     ``beams`` (K); ``anchor_top_n`` (n): anchor tokens translated per step (cross vocabulary);
-    ``judge``: registered judge name that picks the safest beam; ``anchor``: description of the
-    anchor (for the record; the decoder receives the anchor Policy itself).
+    ``picker``: ``judge`` (the registered judge named by ``judge`` picks the safest beam) or
+    ``llm`` (a small LLM prompted as a safety judge, :mod:`.alignbeam_picker`; ``picker_model``
+    names it, ``target`` or None: D itself); ``anchor``: description of the anchor (for the
+    record; the decoder receives the anchor and picker Policies themselves).
     """
 
     alpha: float = 0.5
@@ -77,8 +82,12 @@ class AlignBeamConfig:
     anchor_top_n: int = 20
     judge: str = "keywords"
     anchor: str | None = None
+    picker: str = "judge"
+    picker_model: str | None = None
 
     def __post_init__(self) -> None:
+        if self.picker not in PICKERS:
+            raise ValueError(f"picker must be one of {PICKERS}, got {self.picker!r}")
         if not 0.0 <= float(self.alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if int(self.prefix_steps) < 0:
@@ -96,9 +105,13 @@ class AlignBeamConfig:
         return asdict(self)
 
     def key(self) -> dict[str, Any]:
-        """What changes outputs (the anchor is keyed by its policy fingerprint instead)."""
+        """What changes outputs (the anchor is keyed by its policy fingerprint instead). A judge
+        picker leaves the picker fields out, so such runs keep the keys they had before them."""
         data = self.to_dict()
         data.pop("anchor")
+        if self.picker == "judge":
+            data.pop("picker")
+            data.pop("picker_model")
         return data
 
 
@@ -235,9 +248,32 @@ def safety_rank(verdict: Verdict) -> tuple[int, int]:
     return (int(bool(is_harmful(verdict))), int(not verdict.refused))
 
 
-def select_safest(verdicts: Sequence[Verdict], logliks: Sequence[float]) -> int:
-    """Index of the safest response; ties broken by the highest log-likelihood under D."""
-    return min(range(len(verdicts)), key=lambda i: (*safety_rank(verdicts[i]), -float(logliks[i]), i))
+def select_safest(verdicts: Sequence[Verdict], logliks: Sequence[float],
+                  scores: Sequence[float] | None = None) -> int:
+    """Index of the safest response; ties broken by the highest log-likelihood under D.
+
+    ``scores`` (the LLM picker's log-odds of unsafe, lower is safer) rank within a safety class;
+    without them (rule judges) the class alone decides, as before.
+    """
+    def key(i: int) -> tuple[Any, ...]:
+        return (*safety_rank(verdicts[i]), float(scores[i]) if scores is not None else 0.0, -float(logliks[i]), i)
+
+    return min(range(len(verdicts)), key=key)
+
+
+PICKERS = ("judge", "llm")
+
+
+def default_picker(cfg: AlignBeamConfig, target: Any) -> Any:
+    """The picker a decoder builds itself: the registered judge, or (``llm``) D prompted as the
+    safety judge; another picker model is loaded by the method and passed in as ``judge``."""
+    if cfg.picker == "judge":
+        return get_judge(cfg.judge)
+    if cfg.picker_model not in (None, "target"):
+        raise ValueError(f"picker_model={cfg.picker_model!r}: pass the loaded picker as judge=")
+    from safesteer_bench.inference.alignbeam_picker import LLMSafetyPicker
+
+    return LLMSafetyPicker(target, "target")
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,7 +467,7 @@ class AlignBeamDecoder:
         self.target = target
         self.anchor = anchor
         self.cfg = cfg or AlignBeamConfig()
-        self.judge = judge if judge is not None else get_judge(self.cfg.judge)
+        self.judge = judge if judge is not None else default_picker(self.cfg, target)
         self.translator = VocabTranslator(anchor.tokenizer, target.tokenizer)
         self.stops = stop_token_ids(target.model, target.tokenizer)
         self.last_details: list[dict[str, Any]] = []
@@ -592,16 +628,18 @@ class AlignBeamDecoder:
             bodies.append(body)
             texts.append(tok.decode(body, skip_special_tokens=True))
         verdicts = self.judge.judge([p for p in prompts for _ in range(K)], texts)
+        by_score = bool(getattr(self.judge, "ranks_by_score", False))
         completions, details = [], []
         for b, prompt in enumerate(prompts):
             rows = range(b * K, (b + 1) * K)
-            best = b * K + select_safest([verdicts[r] for r in rows], [float(loglik[r]) for r in rows])
+            scores = [float(verdicts[r].score) for r in rows] if by_score else None  # type: ignore[arg-type]
+            best = b * K + select_safest([verdicts[r] for r in rows], [float(loglik[r]) for r in rows], scores)
             completions.append(Completion(prompt, texts[best], len(t_prompts[b]), len(generated[best]),
                                           bool(finished[best]), bodies[best]))
             details.append({"prompt": prompt, "chosen": best - b * K, "beams": [asdict(BeamRecord(
                 texts[r], bodies[r], bool(finished[r]), float(score[r]), float(loglik[r]),
                 {"label": verdicts[r].label, "refused": verdicts[r].refused, "harmful": verdicts[r].harmful,
-                 "parse_error": verdicts[r].parse_error})) for r in rows]})
+                 "parse_error": verdicts[r].parse_error, "score": verdicts[r].score})) for r in rows]})
         return completions, details
 
 
