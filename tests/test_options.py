@@ -75,6 +75,9 @@ def test_methods_details_and_run_help_list_every_option(capsys):
         assert help_text.count(f"\n  {key}=") == 1, key
     assert "loss_variant=tail-bucket  (partial | renormalize | tail-bucket)" in help_text
     assert "[steering, safesteer, global-kl, sft, alignbeam]" in help_text and "alpha=0.5" in help_text
+    # spec-distill reads the training options but not the steering ones (its teacher has no hook)
+    assert "default: the profile's) [safesteer, global-kl, sft, spec-distill]" in help_text
+    assert "(default: the same) [safesteer, global-kl, sft]" in help_text  # teacher_coef
 
 
 def test_train_takes_the_same_options_the_same_way(capsys, tmp_path):

@@ -254,7 +254,7 @@ def test_base_smollm2_on_safety7_and_over_refusal(smollm2, tmp_path, data_dir):
     doc = json.loads((plan.run_dir / "results.json").read_text())
     assert doc["results"] == json.loads(json.dumps(results["results"]))
     base = doc["results"]["base"]
-    assert list(base) == SAFETY_7 + OVER_REFUSAL + ["benign-drift"]
+    assert list(base) == SAFETY_7 + OVER_REFUSAL + ["benign-drift", "style-harmful", "style-benign"]
     assert base["benign-drift"]["benign_top1_agreement"]["value"] == 1.0  # base against itself
     for name in SAFETY_7 + OVER_REFUSAL:
         metrics = base[name]

@@ -179,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "on the base's completions of held-out benign prompts)")
     run.add_argument("--allow-code-execution", action="store_true",
                      help="let HumanEval run model-written code (in a subprocess with a timeout)")
+    run.add_argument("--executor", default="sequential", choices=["sequential", "ray", "slurm"],
+                     help="who runs the per-method jobs: sequential (this process, default); ray (one Ray task "
+                          "per method and seed; needs the 'ray' extra); slurm (submitit jobs; needs 'submitit'). "
+                          "Results and resuming are the same under each")
+    run.add_argument("--address", default=None,
+                     help="with --executor ray: a running Ray cluster's address (e.g. ray://head:10001 or auto; "
+                          "its nodes must see --out at the same path); default: start a local Ray")
+    run.add_argument("--workers", type=positive_int, default=None,
+                     help="with --executor ray/slurm: jobs at once, one CPU thread each (default: every CPU)")
+    run.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                     help="generation engine for the benchmark completions: hf (transformers, default) or vllm "
+                          "(needs vLLM: `make setup-vllm`, then .venv-vllm/bin/safesteer-bench; bf16 unless --dtype). "
+                          "Methods with hooks or their own decoder (steering, alignbeam) stay on hf; the report "
+                          "names each method's engine")
     _add_model_flags(run)
     add_model_args_flag(run)
     _add_data_flag(run)
@@ -264,7 +278,7 @@ def _add_data_flag(p: argparse.ArgumentParser) -> None:
 #: ``--config`` fields that have a flag of the same name (the rest are set on the RunConfig as read).
 _FLAGGED = ("methods", "model", "benchmarks", "profile", "out", "judge", "data_dir", "device", "dtype", "seed",
             "limit", "run_id", "adapter", "method_args", "capability_limit", "allow_code_execution",
-            "second_judge", "model_args")
+            "second_judge", "model_args", "engine")
 
 
 def _apply_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -304,6 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     adapter=args.adapter, method_args=args.method_args, capability_limit=args.capability_limit,
                     allow_code_execution=args.allow_code_execution, second_judge=args.second_judge,
                     drift=not args.no_drift, model_args=args.model_args,
+                    executor=args.executor, address=args.address, workers=args.workers, engine=args.engine,
                     command="safesteer-bench " + shlex.join(sys.argv[1:]), **extra)
     if args.seeds is not None:
         from safesteer_bench.pipeline.seeds import parse_seeds
@@ -314,6 +329,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from safesteer_bench.tuning.study import load_tuned
 
         cfg.method_options, cfg.tuning = load_tuned(args.tuned, cfg.methods)
+    from safesteer_bench.training.parallel import check_supported, data_parallel
+
+    check_supported(cfg.seeds)  # a multi-process launch: before any model loads
     plan = make_plan(cfg)
     if cfg.seeds:
         from safesteer_bench.pipeline.seed_runner import SeedRunner
@@ -333,6 +351,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     runner.run()
+    if not data_parallel().is_main:
+        return 0  # a non-main process of `accelerate launch`: it trained, the main one evaluated
     print(f"results: {plan.run_dir / 'results.json'}\nreport:  {plan.run_dir / 'report.html'}")
     return 0
 

@@ -19,7 +19,7 @@ from safesteer_bench.pipeline.store import read_json, write_json_atomic
 #: ("clf" returns the leave-one-source-out figures stored with its model, after a sha256 check)
 log = logging.getLogger(__name__)
 
-RULE_JUDGES = ("keywords", "xstest-rules", "clf")
+RULE_JUDGES = ("keywords", "xstest-rules", "clf", "rbr")
 
 
 def agreement_path(judge: str) -> Path:

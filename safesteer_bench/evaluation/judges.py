@@ -451,3 +451,4 @@ def format_agreement(d: dict[str, Any]) -> str:
 
 
 from safesteer_bench.evaluation import clf_judge  # noqa: E402,F401  (registers "clf")
+from safesteer_bench.evaluation import rbr  # noqa: E402,F401  (registers "rbr")

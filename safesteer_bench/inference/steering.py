@@ -42,6 +42,11 @@ Three steps:
    greedily (``COEF_TOKENS`` tokens) on the validation harmful prompts for each c of
    ``COEF_GRID`` in increasing order and takes the first whose keyword-judged refusal rate
    reaches ``target_refusal`` (else the c with the highest rate); every tried c is recorded.
+   ``coef_rule="harmonic"`` instead tries every c and takes the one with the highest harmonic
+   mean of refusal success (that rate), coherence (the base model's perplexity of the steered
+   answers relative to its own unsteered answers, ``exp(-max(0, NLL_c - NLL_0))``) and diversity
+   (1 - self-BLEU of the answers), after "steering strength trades diversity for success"; both
+   rules use the direction's validation prompts only (evaluation/diversity.py).
 
 ``shared_direction(ctx)`` computes this once per run (under ``ctx.shared_dir/"direction"``) for
 the steering baseline and every teacher-based method; ``steered_policy`` turns it into a Policy.
@@ -87,6 +92,7 @@ COEF_GRID: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
 COEF_TOKENS = 24
 TARGET_REFUSAL = 0.8
 SELECTIONS = ("generate", "design", "gap")
+COEF_RULES = ("threshold", "harmonic")  # coef=auto: first c reaching target_refusal | best harmonic mean
 SELECT_TOKENS = 32  # greedy tokens per validation prompt for select="generate"
 #: Judge of the validation generations for select="generate": the learned offline judge, whose
 #: refusal accuracy on labelled completions (0.94) beats the keyword list's (0.93) and which does
@@ -648,13 +654,14 @@ def _chosen_direction(base: Any, requested_mode: str, scorer: _Scorer, selection
 
 
 def _set_coef(base: Any, direction: SteeringDirection, prompts: Sequence[str], coef: float | str,
-              grid: Sequence[float], target_refusal: float, batch_size: int, progress: bool) -> None:
+              grid: Sequence[float], target_refusal: float, batch_size: int, progress: bool,
+              rule: str = "threshold") -> None:
     """Step 3: the requested coefficient, or with ``coef="auto"`` the one :func:`choose_coef` finds."""
     info = direction.info
     if coef == "auto":
         t0 = time.perf_counter()
         direction.coef, info["coef_search"] = choose_coef(base, direction, prompts, grid,
-                                                          target_refusal, batch_size, progress)
+                                                          target_refusal, batch_size, progress, rule=rule)
         info["seconds_coef"] = round(time.perf_counter() - t0, 2)
         _log(progress, f"coef {direction.coef} ({info['coef_search']})")
     else:
@@ -665,7 +672,8 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
                    coef: float | str = 1.0, progress: bool = True, *,
                    layer_stride: int | None = None, select: str = "generate",
                    target_refusal: float = TARGET_REFUSAL, coef_grid: Sequence[float] = COEF_GRID,
-                   batch_size: int | None = None, layer: int | None = None) -> "SteeringDirection":
+                   batch_size: int | None = None, layer: int | None = None,
+                   coef_rule: str = "threshold") -> "SteeringDirection":
     """docs/architecture.md §4 steering steps 1-3 on ``base`` (a LoadedModel) with ``profile``'s prompt counts.
 
     ``layer`` pins the block (only its candidates are scored; the rest of the search is the same).
@@ -674,6 +682,8 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
         raise ValueError(f"unknown direction mode {mode!r}; use one of {MODES}")
     if select not in SELECTIONS:
         raise ValueError(f"unknown selection {select!r}; use one of {SELECTIONS}")
+    if coef_rule not in COEF_RULES:
+        raise ValueError(f"unknown coef rule {coef_rule!r}; use one of {COEF_RULES}")
     started = time.perf_counter()
     setup = _search_setup(base, profile, batch_size, layer_stride, layer)
     data = direction_prompts(data_dir, profile.direction_prompts, profile.direction_val_prompts, seed)
@@ -694,7 +704,8 @@ def find_direction(base: Any, profile: Any, data_dir: Any, seed: int = 0, mode: 
     direction = _chosen_direction(base, mode, scorer, selection, info, progress)
 
     # Step 3: the coefficient.
-    _set_coef(base, direction, choice.data.harmful_val, coef, coef_grid, target_refusal, setup.batch_size, progress)
+    _set_coef(base, direction, choice.data.harmful_val, coef, coef_grid, target_refusal, setup.batch_size, progress,
+              coef_rule)
     info["coef_requested"] = coef
     info["seconds"] = round(time.perf_counter() - started, 2)
     return direction
@@ -731,11 +742,15 @@ def refusal_rate(model: Any, tokenizer: Any, prompts: Sequence[str], hooks: Sequ
 
 def choose_coef(base: Any, direction: SteeringDirection, prompts: Sequence[str],
                 grid: Sequence[float] = COEF_GRID, target: float = TARGET_REFUSAL,
-                batch_size: int = 16, progress: bool = False) -> tuple[float, list[dict[str, float]]]:
+                batch_size: int = 16, progress: bool = False,
+                rule: str = "threshold") -> tuple[float, list[dict[str, float]]]:
     """Smallest c of ``grid`` whose steered refusal rate on ``prompts`` reaches ``target``.
 
     When no c reaches it, the c with the highest rate (smallest on ties). Returns (c, tried).
+    ``rule="harmonic"``: :func:`choose_coef_harmonic` instead.
     """
+    if rule == "harmonic":
+        return choose_coef_harmonic(base, direction, prompts, grid, batch_size)
     tried: list[dict[str, float]] = []
     for c in sorted(grid):
         hook = (ResidualHook(direction.layer, direction.direction, float(c), "add"),)
@@ -744,6 +759,40 @@ def choose_coef(base: Any, direction: SteeringDirection, prompts: Sequence[str],
         if rate >= target:
             return float(c), tried
     top = max(tried, key=lambda t: (t["refusal_rate"], -t["coef"]))
+    return top["coef"], tried
+
+
+def steered_answers_score(base: Any, prompts: Sequence[str], responses: Sequence[str], refusal: float,
+                          reference_nll: float) -> dict[str, float]:
+    """Refusal success, coherence, diversity and their harmonic mean for one set of answers."""
+    from safesteer_bench.evaluation import diversity as d
+
+    plain = Policy("base", base.model, base.tokenizer, "coef-search-base")  # no hooks: the base model
+    nll = d.perplexity(d.completion_nll(plain, prompts, responses))
+    nll = math.log(nll) if nll > 0 else math.nan
+    coherence = d.coherence(nll, reference_nll)
+    bleu = d.self_bleu(responses)
+    diversity = math.nan if math.isnan(bleu) else max(0.0, 1.0 - bleu)
+    return {"refusal_rate": refusal, "coherence": coherence, "diversity": diversity, "nll": nll,
+            "harmonic": d.harmonic_mean([refusal, coherence, diversity])}
+
+
+def choose_coef_harmonic(base: Any, direction: SteeringDirection, prompts: Sequence[str],
+                         grid: Sequence[float] = COEF_GRID,
+                         batch_size: int = 16) -> tuple[float, list[dict[str, float]]]:
+    """The c of ``grid`` with the highest harmonic mean of refusal, coherence and diversity (the
+    smallest c on ties); coherence is relative to the unsteered base's answers (c = 0)."""
+    from safesteer_bench.evaluation import diversity as d
+
+    _, plain = refusal_rate(base.model, base.tokenizer, prompts, (), COEF_TOKENS, batch_size)
+    reference = math.log(d.perplexity(d.completion_nll(Policy("base", base.model, base.tokenizer, "coef-search-base"),
+                                                       prompts, plain)))
+    tried: list[dict[str, float]] = []
+    for c in sorted(grid):
+        hook = (ResidualHook(direction.layer, direction.direction, float(c), "add"),)
+        rate, responses = refusal_rate(base.model, base.tokenizer, prompts, hook, COEF_TOKENS, batch_size)
+        tried.append({"coef": float(c), **steered_answers_score(base, prompts, responses, rate, reference)})
+    top = max(tried, key=lambda t: (t["harmonic"], -t["coef"]))
     return top["coef"], tried
 
 
@@ -766,6 +815,9 @@ class SteeringOptions(MethodOptions):
                                    "first-token rule (design), or the log-odds gap (gap)",
                                    kind="choice", choices=SELECTIONS)
     target_refusal: float = option(TARGET_REFUSAL, "refusal rate coef=auto aims for", kind="float", low=0, high=1)
+    coef_rule: str = option("threshold", "how coef=auto ranks the grid: the smallest c reaching target_refusal "
+                            "(threshold), or the highest harmonic mean of refusal, coherence and diversity on "
+                            "validation prompts (harmonic)", kind="choice", choices=COEF_RULES)
     layer_stride: int | None = option(None, "screen every k-th block before refining (default: the "
                                       "profile's)", kind="int", low=1)
     layer: int | None = option(None, "pin the block instead of searching (0-based)", kind="int", low=0)
@@ -778,7 +830,9 @@ def _request(ctx: Any) -> dict[str, Any]:
             "target_refusal": float(opts.target_refusal), "layer_stride": opts.layer_stride,
             "profile": ctx.profile.name, "layer": opts.layer,
             "train": ctx.profile.direction_prompts, "val": ctx.profile.direction_val_prompts,
-            "seed": ctx.seed, "harmful_pool": "tdc2023-minus-eval"}
+            "seed": ctx.seed, "harmful_pool": "tdc2023-minus-eval",
+            # only when not the default, so directions saved before the option existed are reused
+            **({"coef_rule": opts.coef_rule} if opts.coef_rule != "threshold" else {})}
 
 
 def shared_direction(ctx: Any, progress: bool = True) -> SteeringDirection:
@@ -802,7 +856,8 @@ def shared_direction(ctx: Any, progress: bool = True) -> SteeringDirection:
     coef = request["coef"] if request["coef"] == "auto" else float(request["coef"])
     direction = find_direction(ctx.base, ctx.profile, ctx.data_dir, ctx.seed, request["mode"], coef,
                                progress, layer_stride=request["layer_stride"], select=request["select"],
-                               target_refusal=request["target_refusal"], layer=request["layer"])
+                               target_refusal=request["target_refusal"], layer=request["layer"],
+                               coef_rule=request.get("coef_rule", "threshold"))
     direction.info["request"] = request
     direction.save(folder)
     direction.info["path"] = str(folder)

@@ -10,3 +10,5 @@ from . import safesteer  # noqa: F401
 from . import global_kl  # noqa: F401
 from . import sft  # noqa: F401
 from . import alignbeam  # noqa: F401
+from . import spec_distill  # noqa: F401
+from . import prompt_control  # noqa: F401

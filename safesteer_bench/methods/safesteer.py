@@ -1,8 +1,9 @@
 """safesteer: on-policy distillation of the steered teacher, reverse KL restricted to safety tokens.
 
-docs/architecture.md §4: teacher πt = π0 + the run's steering hook (frozen); the safety-token set S is voted on
-harmless prompts (``safesteer_bench.training.token_set``); the student (LoRA by default) is trained on the
-run's Budget with ``safesteer_bench.training.distill.OnPolicyDistiller`` and the loss restricted to S.
+docs/architecture.md §4: teacher πt = π0 + the run's steering hook (frozen), or with ``teacher=spec`` π0 with
+the safety specification as its system prompt; the safety-token set S is voted on harmless prompts
+(``safesteer_bench.training.token_set``); the student (LoRA by default) is trained on the run's Budget
+with ``safesteer_bench.training.distill.OnPolicyDistiller`` and the loss restricted to S.
 ``global-kl`` (methods/global_kl.py) is this class with S = the whole vocabulary.
 
 Options: :class:`SafeSteerOptions` (``--method-args`` of ``run`` and ``train``); global-kl takes
@@ -56,11 +57,12 @@ class DistillMethod(TrainingMethod):
         candidates = harmless_candidates(ctx.data_dir, cfg.candidates or 2 * cfg.prompts, ctx.seed)
         with SpentTracker(ctx.base.device, run.spent), Timer(run.spent, "token_set"):
             tokens = select_safety_tokens(ctx.base.model, ctx.base.tokenizer, run.hooks, candidates, cfg, ctx.seed,
-                                          progress=opts.progress)
+                                          progress=opts.progress, teacher_system=run.teacher_system)
         run.spent.generated_tokens += tokens.stats["samples"] * (cfg.horizon - 1)
         if not tokens.ids:
+            teacher = "the spec teacher (spec_file=)" if run.teacher_system else "the steering teacher"
             raise UserError("the safety-token vote selected no tokens",
-                            "check the steering teacher (does it change the base model's outputs?)")
+                            f"check {teacher} (does it change the base model's outputs?)")
         tokens.save(ctx.workdir / "token_set.json")
         return tokens
 
@@ -80,7 +82,7 @@ class DistillMethod(TrainingMethod):
         return OnPolicyDistiller(student, run.ctx.base.tokenizer, run.budget, run.hooks,
                                  token_ids=tokens.ids if tokens else None, variant=variant, teacher=teacher,
                                  micro_batch_size=run.options.micro_batch_size, progress=run.options.progress,
-                                 spent=run.spent)
+                                 spent=run.spent, teacher_system=run.teacher_system)
 
 
 @METHODS.register("safesteer")

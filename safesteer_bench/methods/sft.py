@@ -1,4 +1,5 @@
-"""sft: supervised fine-tuning on refusals written by the steered teacher (docs/architecture.md §4).
+"""sft: supervised fine-tuning on refusals written by the steered teacher (docs/architecture.md §4);
+with ``teacher=spec`` by the base model with the safety specification as its system prompt.
 
 Targets = the steered teacher's greedy generations on the Budget's prompts that the refusal judge
 (keywords) marks as refusals; a prompt whose teacher answer is not a refusal gets a fixed refusal
@@ -13,7 +14,7 @@ from typing import Any
 
 from safesteer_bench.methods.api import METHODS
 from safesteer_bench.methods.training import TrainingMethod, TrainingRun, TrainingSetup
-from safesteer_bench.modeling.generation import GenConfig, stop_token_ids
+from safesteer_bench.modeling.generation import GenConfig, HFEngine, stop_token_ids
 from safesteer_bench.modeling.policy import Policy, fingerprint
 from safesteer_bench.pipeline.store import write_json_atomic
 from safesteer_bench.training.budget import SpentTracker, Timer
@@ -36,7 +37,9 @@ class SFT(TrainingMethod):
         tok = base.tokenizer
         stops = stop_token_ids(base.model, tok)
         end = tok.eos_token_id if tok.eos_token_id in stops else stops[0]
-        teacher = Policy("teacher", base.model, tok, fingerprint(base.identity, "sft-teacher"), hooks=run.hooks)
+        # teacher=spec: no hooks, the specification as the system prompt of every generation.
+        teacher = Policy("teacher", base.model, tok, fingerprint(base.identity, "sft-teacher"), hooks=run.hooks,
+                         engine=HFEngine(base.model, tok, system=run.teacher_system))
         cfg = GenConfig(max_new_tokens=budget.max_new_tokens, temperature=0.0, seed=budget.seed,
                         batch_size=ctx.profile.batch_size)
         prompts = list(budget.prompts)

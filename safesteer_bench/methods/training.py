@@ -1,9 +1,10 @@
 """The skeleton every training method shares (safesteer, global-kl, sft): docs/architecture.md §4.
 
-``prepare`` is the same sequence for all of them: resolve the run's Budget and the steered
-teacher, let the method get ready (:meth:`TrainingMethod.setup`: the safety-token vote, the SFT
-targets), train a student on the Budget with the method's trainer, save its weights and write
-``training.json``. A training method implements ``setup`` and ``trainer`` only.
+``prepare`` is the same sequence for all of them: resolve the run's Budget and the teacher
+(steered, or spec-prompted with ``teacher=spec``), let the method get ready
+(:meth:`TrainingMethod.setup`: the safety-token vote, the SFT targets), train a student on the
+Budget with the method's trainer, save its weights and write ``training.json``. A training method
+implements ``setup`` and ``trainer`` only.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from safesteer_bench.modeling.policy import Policy
 from safesteer_bench.options import options_of
 from safesteer_bench.pipeline.store import write_json_atomic
 from safesteer_bench.training.budget import Budget, Spent
+from safesteer_bench.training.parallel import data_parallel
 from safesteer_bench.training.students import (TrainingOptions, resolve_budget, resolve_teacher, save_student,
-                                               student_for, student_policy)
+                                               saved_student, scratch_workdir, student_for, student_policy,
+                                               teacher_system)
 from safesteer_bench.tuning.search_space import Choice, FloatRange
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class TrainingRun:
     budget: Budget
     hooks: tuple
     spent: Spent
+    teacher_system: str | None = None  # the spec teacher's system prompt (teacher=spec), else None
 
 
 class TrainingMethod:
@@ -68,22 +72,30 @@ class TrainingMethod:
     def prepare(self, ctx: MethodContext) -> dict[str, Any]:
         options = options_of(ctx, self.options_class)
         budget = resolve_budget(ctx)
-        hooks, teacher_key = resolve_teacher(ctx)
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
-        run = TrainingRun(ctx, options, budget, hooks, Spent())
-        setup = self.setup(run)
+        par = data_parallel()
+        # Under a multi-process launch (training/parallel.py) the main process makes the shared
+        # direction and the setup's files first; the others then redo the (deterministic) setup in
+        # a scratch folder, so only the main process writes into the run.
+        with par.main_first(), scratch_workdir(ctx, par.is_main) as work:
+            hooks, teacher_key = resolve_teacher(work)
+            work.workdir.mkdir(parents=True, exist_ok=True)
+            run = TrainingRun(work, options, budget, hooks, Spent(), teacher_system(work))
+            setup = self.setup(run)
         with student_for(ctx, self.name, budget) as (student, teacher):
             result = self.trainer(run, setup, student, teacher).train()
-            weights = save_student(ctx, self.name, budget, student)
-        result.write_log(ctx.workdir / "train_log.jsonl")
+            weights = save_student(ctx, self.name, budget, student) if par.is_main else None
+            par.wait()  # the others read the saved weights' sha256
+            weights = weights or saved_student(ctx, self.name, budget)
         artifact = {
             "method": self.name, **weights, "config": setup.config, "teacher": teacher_key,
             "budget_key": budget.key(), "budget": budget.to_dict(), "spent": run.spent.to_dict(),
             "train_log": "train_log.jsonl", "final_loss": result.log[-1]["loss"] if result.log else None,
             **setup.fields,
         }
-        write_json_atomic(ctx.workdir / "training.json", artifact)
-        log.info("%s: %s%s", self.name, setup.note, run.spent.summary())
+        if par.is_main:
+            result.write_log(ctx.workdir / "train_log.jsonl")
+            write_json_atomic(ctx.workdir / "training.json", artifact)
+            log.info("%s: %s%s", self.name, setup.note, run.spent.summary())
         return artifact
 
     def policy(self, ctx: MethodContext, artifact: dict[str, Any]) -> Policy:

@@ -86,6 +86,14 @@ class RunConfig:
     shared_dir: Path | None = None
     # ``--model-args`` (revision, dtype, device_map, trust_remote_code; models.parse_model_args).
     model_args: dict[str, Any] = field(default_factory=dict)
+    # Who runs the per-method jobs (pipeline/executors.py): sequential | ray | slurm. Not part of
+    # the plan (results do not depend on it), so a run resumes under any executor.
+    executor: str = "sequential"
+    address: str | None = None  # --executor ray: a running cluster's address; None starts a local Ray
+    workers: int | None = None  # jobs at once (a local Ray's CPUs); None: every CPU
+    # Generation engine for safety/over-refusal completions: hf | vllm (modeling/vllm_engine.py);
+    # policies with hooks or a decoder always use hf, and each method's engine is recorded.
+    engine: str = "hf"
 
     @property
     def eval_seed(self) -> int:
@@ -128,6 +136,7 @@ class Plan:
             **({"method_options": cfg.method_options} if cfg.method_options else {}),
             # only when given, so plans (and run ids) without them are as before
             **({"model_args": margs} if (margs := parse_model_args(cfg.model_args).to_dict()) else {}),
+            **({"engine": cfg.engine} if cfg.engine != "hf" else {}),  # hf: plans (and run ids) as before
             **({"limit_resolved": dict(self.resolved_limits)} if self.resolved_limits else {}),
         }
 
@@ -214,6 +223,9 @@ def make_plan(cfg: RunConfig) -> Plan:
             options_class(get_method(name)).parse(options, name)
     _check_layer(cfg, spec)
     chunk_prompts()  # a bad $SAFESTEER_BENCH_CHUNK fails here, not after the model loads
+    from safesteer_bench.modeling.vllm_engine import check_engine
+
+    check_engine(cfg.engine)  # --engine vllm without vLLM installed fails in the dry run
     cfg.device = check_device(cfg.device)
     cfg.dtype = check_dtype(cfg.dtype)
     if loading.dtype is not None:
@@ -227,6 +239,9 @@ def make_plan(cfg: RunConfig) -> Plan:
         if loading.device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
             check_device(loading.device_map)
     check_output_dir(Path(cfg.out))
+    from safesteer_bench.pipeline.executors import check_executor
+
+    check_executor(cfg)  # --executor ray without ray installed fails here, with the fix
     reason = ""
     if cfg.profile is None:
         cfg.profile, reason = _default_profile(cfg)
@@ -239,6 +254,10 @@ def make_plan(cfg: RunConfig) -> Plan:
     if cfg.second_judge not in ("auto", "none"):
         get_judge(cfg.second_judge)
     plan = Plan(cfg, profile, benchmarks, "", Path(), profile_reason=reason)
+    if "alignbeam" in cfg.methods:  # its picker must not be a judge that scores the run (issue 19)
+        from safesteer_bench.methods.alignbeam import check_picker
+
+        check_picker(plan)
     plan.run_id = check_run_id(cfg.run_id) if cfg.run_id is not None else _default_run_id(plan)
     plan.run_dir = Path(cfg.out) / plan.run_id
     if plan.run_dir.exists() and not plan.run_dir.is_dir():
@@ -369,6 +388,7 @@ class Runner:
         self._budget_unsaved = False  # made by this process, not yet in budget.json
         self._started: float | None = None  # set by run(): the invocation's start
         self._invocation: int | None = None  # this invocation's index in timing.json
+        self._engines: dict[str, str] = {}  # method -> engine its policy generates with (Runner.policy)
 
     # -- shared resources, loaded lazily so a fully finished run re-renders without a model ------
     @property
@@ -465,17 +485,32 @@ class Runner:
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Every stage, under the run directory's lock (a second process on the same run fails)."""
+        from safesteer_bench.training.parallel import data_parallel, train_before_run
+
+        # Under `accelerate launch` every process trains first; only the main one evaluates (§8).
+        if data_parallel().enabled and not train_before_run(self):
+            return {}
         with run_lock(self.dir):
             return self._run_locked()
 
     def _run_locked(self) -> dict[str, Any]:
+        from safesteer_bench.pipeline.executors import executor_for
+
+        self.begin()
+        executor_for(self.plan.config).execute([self])  # every method's stages (executors.py)
+        return self.finish()
+
+    def begin(self) -> None:
+        """What the driver does before any method's job: plan.json and budget.json."""
         self._started = time.perf_counter()
         self.check_data()  # first: a fractional --limit is resolved per benchmark for plan.json
         keys = self._set_aside_changed_methods()
         write_json_atomic(self.dir / "plan.json", {**self.plan.to_dict(), "method_keys": keys})
         self._save_budget()
-        for method in self.plan.config.methods:
-            self.evaluate_method(method)
+
+    def finish(self) -> dict[str, Any]:
+        """What the driver does after every method's job: results.json, report.html, the index."""
+        assert self._started is not None, "begin() first"
         results = self.aggregate(wall_seconds=time.perf_counter() - self._started)
         report = self.render(results)
         if self.plan.config.index:
@@ -497,6 +532,36 @@ class Runner:
             self.run_capability(name, policy)
         if self.plan.config.drift and self._drift(name) is None:
             self.run_drift(name, policy or self.policy(name))
+        if self._style(name) is None:
+            self.run_style(name)
+
+    # -- refusal style, diversity, coherence of stored completions (style_stage.py) ---------------
+    def _style_inputs(self, name: str) -> tuple[dict[str, list[dict[str, Any]]], str] | None:
+        from safesteer_bench.evaluation.style_stage import rows_by_set, style_key
+
+        judged = [self._judged(name, spec) for spec in self.plan.safety]
+        if not judged or any(rows is None for rows in judged):
+            return None
+        pooled = rows_by_set(judged)
+        return pooled, style_key([self.plan.config.model, self.plan.config.model_args], pooled)
+
+    def _style(self, name: str) -> dict[str, Any] | None:
+        """Stored style figures of ``name`` for its current completions; None when missing or stale."""
+        from safesteer_bench.evaluation.style_stage import stored_metrics
+
+        inputs = self._style_inputs(name)
+        return None if inputs is None else stored_metrics(self.dir / "style", name, inputs[1])
+
+    def run_style(self, name: str) -> None:
+        from safesteer_bench.evaluation.style_stage import measure
+
+        inputs = self._style_inputs(name)
+        if inputs is None:
+            return
+        started = time.perf_counter()
+        base = self.policy("base")  # perplexity under the plain base model: no hooks, adapter off
+        measure(self.dir / "style", name, inputs[0], base, inputs[1], self.plan.config.eval_seed)
+        self._tick("style", started)
 
     # -- benign drift (drift_stage.py) ------------------------------------------------------------
     def _drift_setup(self) -> tuple[list[str], GenConfig, str]:
@@ -628,6 +693,16 @@ class Runner:
         return keys
 
     def policy(self, name: str) -> Policy:
+        """The method's policy on the plan's engine (``--engine vllm``: vLLM where the policy has
+        no hooks or decoder, else HF); the engine used is kept for the judged rows' metadata."""
+        from safesteer_bench.modeling.vllm_engine import attach_engine
+
+        policy = self._prepared_policy(name)
+        cfg = self.plan.config
+        self._engines[name] = attach_engine(policy, cfg.engine, self.base, self.dir / "methods" / name, cfg.dtype)
+        return policy
+
+    def _prepared_policy(self, name: str) -> Policy:
         method = get_method(name)
         ctx = self.context(name)
         workdir = ctx.workdir
@@ -686,7 +761,8 @@ class Runner:
         write_jsonl_atomic(path, judged)
         write_json_atomic(path.with_suffix(".meta.json"),
                           {"judge": self.plan.judge_for(spec), "second_judge": second, "n": len(judged),
-                           "gen_key": rows[0].get("key") if rows else None})
+                           "gen_key": rows[0].get("key") if rows else None,
+                           "engine": self._engines.get(method, "hf"), "engine_requested": self.plan.config.engine})
         self._tick("judge", started)
 
     def _judged(self, method: str, spec: BenchmarkSpec) -> list[dict[str, Any]] | None:
@@ -695,13 +771,22 @@ class Runner:
         path = self.dir / "samples" / method / f"{spec.name}.jsonl"
         meta = read_json_dict(path.with_suffix(".meta.json"))
         if meta is None or meta.get("judge") != self.plan.judge_for(spec) \
-                or meta.get("second_judge") != self.plan.second_judge_for(spec):
+                or meta.get("second_judge") != self.plan.second_judge_for(spec) \
+                or meta.get("engine_requested", "hf") != self.plan.config.engine:
+            # another --engine: judged again from the checkpoint, whose rows count only under
+            # the same generation key (Policy.key includes a non-HF engine)
             return None
         rows = list(read_jsonl(path))
         expected = [p.id for p in self.prompts(spec)]
         if len(rows) != meta.get("n") or not all_valid_judged(rows) or [r["id"] for r in rows] != expected:
             return None
         return rows
+
+    def _engine_used(self, method: str) -> str:
+        """The engine(s) that generated ``method``'s judged completions, from their metadata."""
+        used = {(read_json_dict(self.dir / "samples" / method / f"{spec.name}.meta.json") or {}).get("engine", "hf")
+                for spec in self.plan.safety if self._judged(method, spec) is not None}
+        return "+".join(sorted(used)) if used else "hf"
 
     def aggregate(self, wall_seconds: float) -> dict[str, Any]:
         results: dict[str, Any] = {}
@@ -714,6 +799,7 @@ class Runner:
             drift = self._drift(method) if self.plan.config.drift else None
             if drift is not None:
                 results[method][DRIFT_BENCHMARK] = drift
+            results[method].update(self._style(method) or {})  # style-harmful / style-benign
         doc = {
             "run_id": self.plan.run_id,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -723,10 +809,12 @@ class Runner:
             "benchmarks": {**{s.name: _benchmark_info(s, self.plan.judge_for(s), self.plan.profile)
                               for s in self.plan.benchmarks},
                            **({DRIFT_BENCHMARK: DRIFT_INFO} if self.plan.config.drift else {})},
-            "methods": {m: _method_info(self.dir / "methods" / m, m) for m in self.plan.config.methods},
+            "methods": {m: {**_method_info(self.dir / "methods" / m, m), "engine": self._engine_used(m)}
+                        for m in self.plan.config.methods},
             "results": results,
             "budget": self.budget.to_dict() if self.budget is not None else None,
             "overlap": self.overlap(),
+            "style": _style_info(),
             "judges": _judge_agreement({self.plan.judge_for(s) for s in self.plan.safety}, self.plan.config.data_dir),
             "timing": self._timing(wall_seconds),
             **({"tuning": cfg_tuning} if (cfg_tuning := self.plan.config.tuning) else {}),
@@ -766,9 +854,9 @@ class Runner:
             for k, v in inv["stages"].items():
                 stages[k] = round(stages.get(k, 0.0) + v, 2)
         wall = round(sum(inv["wall_seconds"] for inv in history), 2)
-        work = sum(stages.get(k, 0.0) for k in ("load", "train", "generate", "judge", "capability", "drift"))
+        work = sum(stages.get(k, 0.0) for k in ("load", "train", "generate", "judge", "capability", "drift", "style"))
         return {"wall_seconds": wall, "stages": stages, "invocations": len(history),
-                "harness_overhead": round(wall / work, 3) if work else None}
+                "harness_overhead": round(wall / work, 3) if work else None, **_peak_memory()}
 
     def render(self, results: dict[str, Any]) -> Path:
         from safesteer_bench.reporting.report import render_report
@@ -776,6 +864,18 @@ class Runner:
         samples = {m: {s.name: self._judged(m, s) or [] for s in self.plan.safety}
                    for m in self.plan.config.methods}
         return render_report(results, samples, self.dir / "report.html")
+
+
+def _peak_memory() -> dict[str, float]:
+    """This invocation's peak resident memory, and the peak CUDA allocation where a GPU was used."""
+    import resource
+
+    import torch
+
+    peak = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 3)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return peak
 
 
 def _stored_budget(budget_cls: Any, saved: dict[str, Any] | None) -> Any:
@@ -788,6 +888,12 @@ def _stored_budget(budget_cls: Any, saved: dict[str, Any] | None) -> Any:
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("budget.json is damaged (%s); rebuilding it from the plan", exc)
         return None
+
+
+def _style_info() -> dict[str, Any]:
+    from safesteer_bench.evaluation.style_stage import INFO
+
+    return INFO
 
 
 def _judge_agreement(judges: set[str], data_dir: Path | None) -> dict[str, Any]:

@@ -142,6 +142,23 @@ def benchmark_bars(results: dict[str, Any], columns: dict[str, tuple[str, str]])
     return charts
 
 
+STYLE_KEYS = ("refusal_quality", "distinct_1", "distinct_2", "set_distinct_1", "set_distinct_2", "self_bleu",
+              "perplexity")
+
+
+def style_table(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{method: {harmful: {measure: value}, benign: {...}, harmful_quality, benign_quality}} from the
+    style-harmful / style-benign pseudo-benchmarks (evaluation/style_stage.py); methods without them are left out."""
+    out = {}
+    for method, per in results.get("results", {}).items():
+        parts = {part: {k: (m.get("value") if isinstance(m := (per.get(f"style-{part}") or {}).get(k), dict) else None)
+                        for k in STYLE_KEYS} for part in ("harmful", "benign")}
+        if any(v is not None for part in parts.values() for v in part.values()):
+            out[method] = {**parts, "harmful_quality": parts["harmful"]["refusal_quality"],
+                           "benign_quality": parts["benign"]["refusal_quality"]}
+    return out
+
+
 DISPUTED_SHOWN = 5  # disputed completions shown per method
 
 
@@ -212,6 +229,7 @@ def render_report(results: dict[str, Any], samples: dict[str, dict[str, list[dic
         bars=[(b, Markup(svg)) for b, svg in benchmark_bars(results, columns)],
         scores=method_scores(results), disagreement=disagreement_rows(results, samples),
         seeds=list(results.get("seeds") or {}), seed_rows=seed_rows(results),
+        style=style_table(results),
     )
     write_text_atomic(path, html)
     return path

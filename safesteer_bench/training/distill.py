@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from safesteer_bench.training.budget import Budget, Spent, SpentTracker, Timer
 from safesteer_bench.modeling.generation import Completion, GenConfig, HFEngine, chat_text, stop_token_ids
 from safesteer_bench.modeling.hooks import ResidualHook, installed
+from safesteer_bench.training.parallel import DataParallel, data_parallel
 
 VARIANTS = ("partial", "renormalize", "tail-bucket")
 
@@ -138,6 +139,7 @@ class TokenBatch:
     position_ids: torch.Tensor  # [B, P + T]
     completion_mask: torch.Tensor  # [B, T] 1 on real completion tokens
     completion_ids: torch.Tensor  # [B, T]
+    prompts: tuple[str, ...] = ()  # the user prompts (a spec teacher rebuilds the prefix from them)
 
     @property
     def completion_length(self) -> int:
@@ -153,10 +155,12 @@ class TokenBatch:
 
 
 def build_batch(tokenizer: Any, prompts: Sequence[str], completions: Sequence[Sequence[int]],
-                device: Any = "cpu") -> TokenBatch:
-    """Chat-templated ``prompts`` with their ``completions`` (token ids, end-of-turn included)."""
+                device: Any = "cpu", system: str | None = None) -> TokenBatch:
+    """Chat-templated ``prompts`` (with ``system`` as system prompt) and their ``completions``
+    (token ids, end-of-turn included)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    prompt_ids = [tokenizer(chat_text(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    prompt_ids = [tokenizer(chat_text(tokenizer, p, system), add_special_tokens=False)["input_ids"]
+                  for p in prompts]
     P = max(len(p) for p in prompt_ids)
     T = max(1, max(len(c) for c in completions))
     rows, masks, cmask = [], [], []
@@ -169,7 +173,18 @@ def build_batch(tokenizer: Any, prompts: Sequence[str], completions: Sequence[Se
     attention_mask = torch.tensor(masks, dtype=torch.long, device=device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return TokenBatch(input_ids, attention_mask, position_ids,
-                      torch.tensor(cmask, dtype=torch.long, device=device), input_ids[:, P:])
+                      torch.tensor(cmask, dtype=torch.long, device=device), input_ids[:, P:], tuple(prompts))
+
+
+def with_system(tokenizer: Any, batch: TokenBatch, system: str) -> TokenBatch:
+    """``batch`` with ``system`` in every prompt's chat template and the identical completions.
+
+    Context distillation (``teacher=spec``): only the prefix differs, so the result has the same
+    ``[B, T]`` completion layout and :func:`completion_logits` on it predicts the same tokens.
+    """
+    lengths = batch.completion_mask.sum(dim=-1).tolist()
+    completions = [row[:n] for row, n in zip(batch.completion_ids.tolist(), lengths)]
+    return build_batch(tokenizer, batch.prompts, completions, batch.input_ids.device, system)
 
 
 def completion_logits(model: nn.Module, batch: TokenBatch, include_next: bool = False) -> torch.Tensor:
@@ -253,15 +268,21 @@ class _Trainer:
     desc = "train"
 
     def __init__(self, student: nn.Module, tokenizer: Any, budget: Budget, micro_batch_size: int | None = None,
-                 progress: bool = True, spent: Spent | None = None) -> None:
+                 progress: bool = True, spent: Spent | None = None, parallel: DataParallel | None = None) -> None:
         self.student = student
         self.tokenizer = tokenizer
         self.budget = budget
-        self.progress = progress
+        # Under accelerate launch each step's sequences are split over processes (training/parallel.py);
+        # on one process `parallel` is inert and every call below is the plain single-process one.
+        self.parallel = parallel if parallel is not None else data_parallel()
+        self.progress = progress and self.parallel.is_main
         self.device = model_device(student)
         self.micro_batch_size = max(1, micro_batch_size or default_micro_batch(self.device))
         self.params = trainable_parameters(student)
         self.optimizer, self.scheduler = make_optimizer(self.params, budget)
+        # `student` stays the plain module (rollouts, the adapter-disabled teacher); the grad passes
+        # go through `train_model` (the DDP wrapper under a launcher, `student` otherwise).
+        self.train_model, self.optimizer = self.parallel.prepare(student, self.optimizer)
         self.spent = spent if spent is not None else Spent()
         self.log: list[dict[str, Any]] = []
         stops = stop_token_ids(student, tokenizer)
@@ -275,6 +296,7 @@ class _Trainer:
         """One epoch over the budget's prompts (or the first ``steps`` steps)."""
         steps = self.budget.steps if steps is None else min(steps, self.budget.steps)
         bar = tqdm(range(steps), desc=self.desc, unit="step", disable=not self.progress)
+        local = (self.spent.forward_tokens, self.spent.trained_tokens)
         with SpentTracker(self.device, self.spent):
             for step in bar:
                 started = time.perf_counter()
@@ -282,7 +304,7 @@ class _Trainer:
                 row = {"step": step, "lr": self.scheduler.get_last_lr()[0]}
                 row.update(self.step_loss(step, self.budget.step_prompts(step)))
                 with Timer(self.spent, "optimizer"):
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.budget.grad_clip)
+                    grad_norm = self.parallel.clip(self.params, self.budget.grad_clip)
                     self.optimizer.step()
                     self.scheduler.step()
                 row["grad_norm"] = float(grad_norm)
@@ -291,10 +313,33 @@ class _Trainer:
                 self.log.append(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
         self.optimizer.zero_grad(set_to_none=True)
+        self._sum_tokens(*local)
+        self.parallel.release()
         return TrainResult(self.log, self.spent)
 
+    def _sum_tokens(self, forward_before: int, trained_before: int) -> None:
+        """Forward/trained tokens of this epoch summed over processes (each counted its share)."""
+        if self.parallel.enabled:
+            spent, par = self.spent, self.parallel
+            spent.forward_tokens = forward_before + int(par.sum(spent.forward_tokens - forward_before))
+            spent.trained_tokens = trained_before + int(par.sum(spent.trained_tokens - trained_before))
+
     def _chunks(self, n: int) -> list[range]:
-        return [range(i, min(n, i + self.micro_batch_size)) for i in range(0, n, self.micro_batch_size)]
+        """This process's micro-batches of the step's ``n`` sequences (all of them on one process)."""
+        mine = self.parallel.share(n)
+        end = mine.stop
+        return [range(i, min(end, i + self.micro_batch_size)) for i in range(mine.start, end, self.micro_batch_size)]
+
+    def _step_total(self, total: float) -> float:
+        """The step's loss over all processes: each process's sum was divided by ``n / W``."""
+        if not self.parallel.enabled:
+            return total
+        return self.parallel.sum(total) / self.parallel.world_size
+
+    def _backward(self, loss: torch.Tensor, chunk: range, chunks: list[range]) -> None:
+        """Accumulate ``loss``'s gradients; under DDP they are all-reduced on the last micro-batch only."""
+        with self.parallel.sync(self.train_model, chunk is chunks[-1]):
+            self.parallel.backward(loss)
 
 
 class OnPolicyDistiller(_Trainer):
@@ -311,13 +356,15 @@ class OnPolicyDistiller(_Trainer):
     def __init__(self, student: nn.Module, tokenizer: Any, budget: Budget,
                  teacher_hooks: Sequence[ResidualHook], token_ids: Sequence[int] | None = None,
                  variant: str = "partial", teacher: nn.Module | None = None, micro_batch_size: int | None = None,
-                 generation_batch_size: int = 64, progress: bool = True, spent: Spent | None = None) -> None:
+                 generation_batch_size: int = 64, progress: bool = True, spent: Spent | None = None,
+                 teacher_system: str | None = None) -> None:
         super().__init__(student, tokenizer, budget, micro_batch_size, progress, spent)
         if variant not in VARIANTS:
             raise ValueError(f"unknown loss variant {variant!r}; choose one of {VARIANTS}")
         if teacher is None and not hasattr(student, "disable_adapter"):
             raise ValueError("a student without an adapter needs a separate frozen `teacher` model")
         self.teacher_hooks = tuple(teacher_hooks)
+        self.teacher_system = teacher_system  # teacher=spec: the teacher sees this system prompt
         self.token_ids = None if token_ids is None else torch.tensor(list(token_ids), dtype=torch.long,
                                                                       device=self.device)
         self.variant = variant
@@ -347,7 +394,10 @@ class OnPolicyDistiller(_Trainer):
 
     @torch.no_grad()
     def teacher_logprobs(self, batch: TokenBatch) -> torch.Tensor:
-        """Teacher log-probs at completion positions, only the columns the loss needs."""
+        """Teacher log-probs at completion positions, only the columns the loss needs; a spec
+        teacher reads [system spec + prompt + completion] where the student read [prompt + completion]."""
+        if self.teacher_system is not None:
+            batch = with_system(self.tokenizer, batch, self.teacher_system)
         stack, model = self.teacher_context()
         with stack:
             logits = completion_logits(model, batch)
@@ -358,21 +408,23 @@ class OnPolicyDistiller(_Trainer):
             seq_prompts, completions = self.sample(step, prompts)
         n = len(completions)
         total = 0.0
-        for chunk in self._chunks(n):
+        chunks = self._chunks(n)
+        for chunk in chunks:
             batch = build_batch(self.tokenizer, [seq_prompts[i] for i in chunk],
                                 [completions[i] for i in chunk], self.device)
             with Timer(self.spent, "teacher"):
                 teacher_lp = self.teacher_logprobs(batch)
             with Timer(self.spent, "student"):
-                student_lp = summarize_logprobs(completion_logits(self.student, batch), self.token_ids,
+                student_lp = summarize_logprobs(completion_logits(self.train_model, batch), self.token_ids,
                                                 self.variant)
-                loss = sequence_mean(reverse_kl_terms(student_lp, teacher_lp), batch.completion_mask, n)
-                loss.backward()
+                loss = sequence_mean(reverse_kl_terms(student_lp, teacher_lp), batch.completion_mask,
+                                     self.parallel.divisor(n))
+                self._backward(loss, chunk, chunks)
             total += float(loss.detach())
             self.spent.forward_tokens += 2 * batch.tokens
             self.spent.trained_tokens += batch.completion_tokens
         lengths = [len(c) for c in completions]
-        return {"loss": total, "mean_completion_tokens": sum(lengths) / max(1, n), "sequences": n}
+        return {"loss": self._step_total(total), "mean_completion_tokens": sum(lengths) / max(1, n), "sequences": n}
 
 
 class SupervisedTrainer(_Trainer):
@@ -395,18 +447,19 @@ class SupervisedTrainer(_Trainer):
     def step_loss(self, step: int, prompts: list[str]) -> dict[str, Any]:
         n = len(prompts)
         total = 0.0
-        for chunk in self._chunks(n):
+        chunks = self._chunks(n)
+        for chunk in chunks:
             batch = build_batch(self.tokenizer, [prompts[i] for i in chunk],
                                 [self.targets[prompts[i]] for i in chunk], self.device)
             with Timer(self.spent, "student"):
-                logits = completion_logits(self.student, batch).float()
+                logits = completion_logits(self.train_model, batch).float()
                 nll = -torch.log_softmax(logits, dim=-1).gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-                loss = sequence_mean(nll, batch.completion_mask, n)
-                loss.backward()
+                loss = sequence_mean(nll, batch.completion_mask, self.parallel.divisor(n))
+                self._backward(loss, chunk, chunks)
             total += float(loss.detach())
             self.spent.forward_tokens += batch.tokens
             self.spent.trained_tokens += batch.completion_tokens
-        return {"loss": total, "sequences": n}
+        return {"loss": self._step_total(total), "sequences": n}
 
 
 @torch.no_grad()
@@ -431,6 +484,6 @@ def evaluate_distill_loss(student: nn.Module, tokenizer: Any, prompts: Sequence[
 
 __all__ = [
     "VARIANTS", "log1mexp", "summarize_logprobs", "reverse_kl_terms", "sequence_mean", "restricted_reverse_kl",
-    "TokenBatch", "build_batch", "completion_logits", "completion_token_ids", "lr_factor", "make_optimizer",
+    "TokenBatch", "build_batch", "with_system", "completion_logits", "completion_token_ids", "lr_factor", "make_optimizer",
     "TrainResult", "OnPolicyDistiller", "SupervisedTrainer", "evaluate_distill_loss",
 ]

@@ -30,10 +30,12 @@ from safesteer_bench.inference.steering import SteeringOptions
 from safesteer_bench.modeling.hooks import installed
 from safesteer_bench.modeling.models import LoadedModel
 from safesteer_bench.modeling.policy import Policy
-from safesteer_bench.options import option, options_of
+from safesteer_bench.options import MethodOptions, option, options_of
+from safesteer_bench.specs import load_spec
 from safesteer_bench.training.budget import Budget
 
 PEFT_KEY = "peft"
+TEACHERS = ("steer", "spec")  # docs/architecture.md §4: the steered teacher, the spec-prompted one
 
 
 def shared_wrapper(base: LoadedModel) -> Any | None:
@@ -207,12 +209,11 @@ class AdapterPolicy(Policy):
 
 
 @dataclass(frozen=True)
-class TrainingOptions(SteeringOptions):
-    """What every training method (safesteer, global-kl, sft) may choose within the run's Budget,
-    and the teacher's strength. The compute itself (prompts, samples, tokens, steps) is the run's."""
+class TrainingCoreOptions(MethodOptions):
+    """What every training method may choose within the run's Budget, and its teacher; no steering
+    options (spec-distill's teacher has no hook). The compute itself (prompts, samples, tokens,
+    steps) is the run's."""
 
-    teacher_coef: float | None = option(None, "the teacher's steering strength, apart from the steering "
-                                        "baseline's coef (default: the same)", kind="float", low=0)
     learning_rate: float | None = option(None, "the optimizer's learning rate (default: the profile's)",
                                          kind="float", low=1e-8, high=1.0)
     train_fraction: float = option(1.0, "the fraction of the budget's steps to train (its first steps' "
@@ -221,11 +222,41 @@ class TrainingOptions(SteeringOptions):
                                     kind="float", low=1e-3, high=1.0)
     micro_batch_size: int | None = option(None, "sequences per backward pass (gradient accumulation "
                                           "fills the step; default: the whole step)", kind="int", low=1)
-    teacher_hooks: Any = option(None, "ResidualHooks replacing the shared direction (Python only)",
-                                kind="any", cli=False)
     adapter: str = option("lora", "lora | full when no run Budget is given (Python only)", kind="choice",
                           choices=("lora", "full"), cli=False)
     progress: bool = option(True, "progress bars (Python only)", kind="bool", cli=False)
+    teacher: str = option("steer", "the teacher: steer (the base model + the steering hook) or spec (the base "
+                          "model with the safety specification as its system prompt, no hook)",
+                          kind="choice", choices=TEACHERS)
+    spec_file: str | None = option(None, "the specification the spec teacher reads (default: the checked-in "
+                                   "safesteer_bench/specs/safety_spec.md; only with teacher=spec)", kind="str")
+
+    def __post_init__(self) -> None:
+        if self.teacher == "spec":
+            load_spec(self.spec_file)  # a missing, empty or huge file fails here, in the dry run
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options for the method key: with the spec teacher, the specification's sha256 (an
+        edited file retrains); with the steered one, neither ``teacher`` nor ``spec_file``, so the
+        keys of runs from before the option stay valid."""
+        data = super().to_dict()
+        if self.teacher == "steer":
+            data.pop("teacher")
+            data.pop("spec_file")
+        else:
+            data["spec_sha256"] = load_spec(self.spec_file).sha256
+        return data
+
+
+@dataclass(frozen=True)
+class TrainingOptions(TrainingCoreOptions, SteeringOptions):
+    """The training options of the methods whose teacher may be steered (safesteer, global-kl,
+    sft): the core ones, the steering options that find the teacher's direction, and its strength."""
+
+    teacher_coef: float | None = option(None, "the teacher's steering strength, apart from the steering "
+                                        "baseline's coef (default: the same)", kind="float", low=0)
+    teacher_hooks: Any = option(None, "ResidualHooks replacing the shared direction (Python only)",
+                                kind="any", cli=False)
 
 
 def resolve_budget(ctx: Any) -> Budget:
@@ -237,7 +268,7 @@ def resolve_budget(ctx: Any) -> Budget:
 
     from safesteer_bench.training.budget import make_budget
 
-    opts = options_of(ctx, TrainingOptions)
+    opts = options_of(ctx, TrainingCoreOptions)
     budget = ctx.budget if ctx.budget is not None else make_budget(
         ctx.profile, ctx.data_dir, ctx.seed, adapter=opts.adapter)
     fraction = opts.train_fraction * opts.budget_fraction
@@ -250,12 +281,16 @@ def resolve_budget(ctx: Any) -> Budget:
 
 
 def resolve_teacher(ctx: Any) -> tuple[tuple[Any, ...], Any]:
-    """(steering hooks of the teacher πt, their identity for the artifact).
+    """(steering hooks of the teacher πt, their identity for the artifact); with ``teacher=spec``
+    no hooks and the specification's identity (its text comes from :func:`teacher_system`).
 
     ``teacher_hooks`` (a sequence of ResidualHook, from Python) overrides the run's shared
     steering direction (tests, experiments); otherwise ``steering.shared_direction(ctx)``.
     """
-    opts = options_of(ctx, TrainingOptions)
+    core = options_of(ctx, TrainingCoreOptions)
+    if core.teacher == "spec":  # context distillation: no hook, the specification in the system prompt
+        return (), load_spec(core.spec_file).key()
+    opts = options_of(ctx, TrainingOptions)  # a steered teacher: its options exist (not spec-distill)
     if opts.teacher_hooks is not None:
         hooks = tuple(opts.teacher_hooks)
         return hooks, {"hooks": [h.key() for h in hooks], "source": "options"}
@@ -268,6 +303,12 @@ def resolve_teacher(ctx: Any) -> tuple[tuple[Any, ...], Any]:
     # The teacher's strength apart from the steering baseline's: same direction and block.
     coef = float(opts.teacher_coef)
     return (ResidualHook(direction.layer, direction.direction, coef, "add"),), {**direction.key(), "coef": coef}
+
+
+def teacher_system(ctx: Any) -> str | None:
+    """The teacher's system prompt: the specification's text with ``teacher=spec``, else None."""
+    opts = options_of(ctx, TrainingCoreOptions)
+    return load_spec(opts.spec_file).text if opts.teacher == "spec" else None
 
 
 @contextmanager
@@ -290,6 +331,31 @@ def save_student(ctx: Any, name: str, budget: Budget, student: nn.Module) -> dic
         folder = save_full(student, ctx.workdir / "model.safetensors")
     return {"adapter": budget.adapter, "weights": str(folder.relative_to(ctx.workdir)),
             "weights_sha256": file_sha256(folder)}
+
+
+def saved_student(ctx: Any, name: str, budget: Budget) -> dict[str, Any]:
+    """:func:`save_student`'s fields for weights another process saved (multi-process training)."""
+    folder = ctx.workdir / "model.safetensors"
+    if budget.adapter == "lora":  # save_lora's layout: a sub-folder per adapter name, when peft made one
+        folder = ctx.workdir / "adapter" / name
+        folder = folder if folder.exists() else folder.parent
+    return {"adapter": budget.adapter, "weights": str(folder.relative_to(ctx.workdir)),
+            "weights_sha256": file_sha256(folder)}
+
+
+@contextmanager
+def scratch_workdir(ctx: Any, own: bool) -> Iterator[Any]:
+    """``ctx`` itself when ``own``; else a copy whose ``workdir`` is a temporary folder (removed on
+    exit) with the same ``shared_dir``: a non-main process of a multi-process launch writes its
+    copies of the method's setup files there, never into the run."""
+    if own:
+        yield ctx
+        return
+    import dataclasses
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="safesteer-rank-") as tmp:
+        yield dataclasses.replace(ctx, workdir=Path(tmp) / ctx.workdir.name)
 
 
 def student_policy(ctx: Any, artifact: dict[str, Any]) -> Policy:
