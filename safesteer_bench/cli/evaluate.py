@@ -80,6 +80,10 @@ def _apply_judge_model(args: argparse.Namespace) -> None:
 
     if getattr(args, "judge_model", None):
         os.environ[ENV_JUDGE_MODEL] = args.judge_model
+        if getattr(args, "judge", None) == "rbr":  # rbr grades its propositions with the model when given one
+            from safesteer_bench.evaluation.rbr import ENV_RBR_MODEL
+
+            os.environ[ENV_RBR_MODEL] = args.judge_model
     if getattr(args, "judge_model_args", None):
         parse_model_args(args.judge_model_args)  # fail early on bad syntax
         os.environ[ENV_JUDGE_MODEL_ARGS] = args.judge_model_args

@@ -304,7 +304,7 @@ def check_fits(est: Estimate) -> None:
         worst = max(est.stages, key=lambda s: s.bytes)
         raise UserError(f"this plan needs ~{_gb(est.peak)} for {worst.name} but {est.device} has "
                         f"{_gb(est.available_bytes)}",
-                        f"use {_fixes(est)} or a larger device")
+                        f"use {_fixes(est)}")
 
 
 def _fixes(est: Estimate) -> str:
@@ -314,4 +314,5 @@ def _fixes(est: Estimate) -> str:
         fixes.append("--adapter lora")
     if est.dtype == "float32":
         fixes.append("--dtype bfloat16")
-    return ", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0]
+    fixes.append("a larger device")
+    return ", ".join(fixes[:-1]) + " or " + fixes[-1]
