@@ -161,6 +161,22 @@ def test_summary_prints_a_markdown_row_per_method(tmp_path, capsys):
     assert lines[3].startswith("| safesteer | 65.0 [") and "| 123 |" in lines[3]
 
 
+def test_summary_brief_and_style_shapes(tmp_path, capsys):
+    """--brief adds the rbr refusal quality ("—" when the style stage did not run); --style lists
+    only methods the style stage scored, with their measured values."""
+    results, _ = make_results()
+    results["results"]["safesteer"]["style-harmful"] = {
+        "refusal_quality": {"value": 0.456}, "self_bleu": {"value": 0.5}, "perplexity": {"value": 2.345}}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["summary", str(tmp_path), "--brief"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "refusal quality ↑" in lines[0] and "generated tok" not in lines[0]
+    assert "| 0.46 |" in lines[3] and lines[2].split("|")[6].strip() == "—"
+    assert main(["summary", str(tmp_path), "--style"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| safesteer | 0.46 | — | 0.50 | — | 2.35 | — |")
+
+
 def test_dominance_over_three_axes():
     from safesteer_bench.reporting.scores import dominated_by, dominates
 
@@ -191,25 +207,42 @@ def test_summary_and_report_name_the_dominated_methods(tmp_path, capsys):
 
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "reports" / "smollm2-135m-quick"
+REFERENCE = REPO / "reports" / "demo"  # the README's reference comparison
+MULTI_SEED = REPO / "reports" / "smollm2-135m-quick"
+ALL_METHODS = ["base", "steering", "sft", "global-kl", "safesteer", "alignbeam", "spec-distill", "prompt-control"]
+
+
+def _rows_in(table: str, text: str) -> None:
+    for row in table.strip().splitlines():
+        assert row in text, row
 
 
 def test_checked_in_reference_matches_readme_and_its_report():
-    """The README's reference table is what ``summary`` computes from the checked-in
-    results.json (no hand-edited numbers), RUN.md names the commit that produced it, and the
-    checked-in report parses and names every method."""
-    from safesteer_bench.reporting.scores import summary_table
+    """The README's reference table is what ``summary --brief`` computes from the checked-in
+    results.json, the reference's own README carries ``summary`` and ``summary --style`` verbatim
+    (no hand-edited numbers), names the commit that produced it, and the checked-in report parses
+    and names every method."""
+    from safesteer_bench.reporting.scores import brief_table, style_summary_table, summary_table
 
     results = json.loads((REFERENCE / "results.json").read_text())
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    rows = summary_table(results).strip().splitlines()
-    assert len(rows) == 2 + 6
-    for row in rows:
-        assert row in readme, row
-    commit = results["environment"]["git_commit"]
-    assert commit[:7] in (REFERENCE / "README.md").read_text()
-    assert len(results["seeds"]) >= 2  # the reference is a multi-seed run
-    page = parse(REFERENCE / "report.html")
-    text = " ".join(page.text)
-    for method in ["base", "steering", "sft", "global-kl", "safesteer", "alignbeam"]:
+    own = (REFERENCE / "README.md").read_text(encoding="utf-8")
+    assert list(results["results"]) == ALL_METHODS
+    assert len(brief_table(results).strip().splitlines()) == 2 + len(ALL_METHODS)
+    _rows_in(brief_table(results), readme)
+    _rows_in(summary_table(results), own)
+    _rows_in(style_summary_table(results), own)
+    assert results["environment"]["git_commit"][:7] in own
+    text = " ".join(parse(REFERENCE / "report.html").text)
+    for method in ALL_METHODS:
         assert method in text
+
+
+def test_multi_seed_reference_matches_its_readme():
+    """The 2-seed quick reference: its README's table is ``summary`` of its results.json."""
+    from safesteer_bench.reporting.scores import summary_table
+
+    results = json.loads((MULTI_SEED / "results.json").read_text())
+    _rows_in(summary_table(results), (MULTI_SEED / "README.md").read_text(encoding="utf-8"))
+    assert results["environment"]["git_commit"][:7] in (MULTI_SEED / "README.md").read_text()
+    assert len(results["seeds"]) >= 2

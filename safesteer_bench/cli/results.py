@@ -45,6 +45,11 @@ def add_commands(sub, command) -> None:
                              description="Print a run's score table (Markdown): scores with 95 % CIs and "
                                          "the compute each method spent.")
     summary.add_argument("run", type=Path, help="run directory or its results.json")
+    shape = summary.add_mutually_exclusive_group()
+    shape.add_argument("--brief", action="store_true",
+                       help="the headline columns: scores, rbr refusal quality on harmful prompts, dominance")
+    shape.add_argument("--style", action="store_true",
+                       help="refusal style, diversity (self-BLEU, set distinct-2) and coherence (perplexity)")
     command("summary")(cmd_summary)
 
 
@@ -75,7 +80,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from safesteer_bench.reporting.gate import load_results
-    from safesteer_bench.reporting.scores import summary_table
+    from safesteer_bench.reporting.scores import brief_table, style_summary_table, summary_table
 
-    print(summary_table(load_results(args.run)))
+    table = brief_table if args.brief else style_summary_table if args.style else summary_table
+    print(table(load_results(args.run)))
     return 0

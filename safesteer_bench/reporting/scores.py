@@ -174,3 +174,39 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def summary_table(results: dict[str, Any]) -> str:
     """Markdown: one row per method, :data:`SUMMARY_COLUMNS`."""
     return markdown_table(["method", *SUMMARY_COLUMNS], [[m, *cells] for m, cells in summary_rows(results)])
+
+
+BRIEF_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "benign agreement ↑", "refusal quality ↑",
+                 "dominated by"]
+
+
+def _style_value(per: dict[str, Any], part: str, key: str) -> float | None:
+    metric = (per.get(f"style-{part}") or {}).get(key)
+    return metric.get("value") if isinstance(metric, dict) else None
+
+
+def brief_table(results: dict[str, Any]) -> str:
+    """Markdown: the headline columns (:data:`BRIEF_COLUMNS`): the scores with their intervals,
+    the ``rbr`` refusal quality on harmful prompts (style stage; "—" without it) and dominance."""
+    rows = []
+    for method, cells in summary_rows(results):
+        quality = _style_value(results["results"][method], "harmful", "refusal_quality")
+        rows.append([method, *cells[:4], "—" if quality is None else f"{quality:.2f}", cells[4]])
+    return markdown_table(["method", *BRIEF_COLUMNS], rows)
+
+
+STYLE_COLUMNS = [("harmful", "refusal_quality", "refusal quality harmful ↑"),
+                 ("benign", "refusal_quality", "benign ↑"), ("harmful", "self_bleu", "self-BLEU harmful ↓"),
+                 ("harmful", "set_distinct_2", "set distinct-2 harmful ↑"),
+                 ("harmful", "perplexity", "perplexity harmful"), ("benign", "perplexity", "benign")]
+
+
+def style_summary_table(results: dict[str, Any]) -> str:
+    """Markdown: refusal style, diversity and coherence per method (the style stage's
+    pseudo-benchmarks); methods the stage did not score are left out."""
+    rows = []
+    for method, per in results.get("results", {}).items():
+        values = [_style_value(per, part, key) for part, key, _ in STYLE_COLUMNS]
+        if any(v is not None for v in values):
+            rows.append([method, *("—" if v is None else f"{v:.2f}" for v in values)])
+    return markdown_table(["method", *(label for _, _, label in STYLE_COLUMNS)], rows)
