@@ -9,6 +9,13 @@ does not depend on which direction it is). The first step is a warm-up and is no
     .venv/bin/python scripts/bench_distill.py                  # ours, global-kl (S = V)
     .venv/bin/python scripts/bench_distill.py --ours safesteer # ours, |S| = 50
     /tmp/trlvenv/bin/python scripts/bench_distill.py --trl     # TRL GKD, lmbda = 1, beta = 1 (reverse KL)
+    .venv-vllm/bin/python scripts/bench_distill.py --rollouts vllm   # ours, rollouts sampled by vLLM
+
+``--rollouts vllm`` samples each step's rollouts with vLLM (training/rollouts.py: the LoRA
+adapter saved and loaded into the running engine every step; the engine start falls in the
+untimed warm-up step and is printed apart). Each row adds the rollout (sampling) seconds per step
+and the sampled tokens per second of those seconds. With vLLM the peak memory is this process's
+only: vLLM's engine core is a separate process.
 
 Prints, per trainer: mean step time, completion tokens trained per second, sequence tokens
 (prompt + completion) per second, and peak memory (CPU: peak RSS of the process during training,
@@ -54,9 +61,15 @@ def prompts_for(args) -> list[str]:
 
 
 def report(name: str, seconds: list[float], completion_tokens: list[int], sequence_tokens: list[int],
-           spent: Spent) -> dict:
+           spent: Spent, sampling: list[tuple[float, int]] | None = None) -> dict:
     timed = seconds[1:] or seconds  # drop the warm-up step
     ctok, stok = completion_tokens[1:] or completion_tokens, sequence_tokens[1:] or sequence_tokens
+    extra = {}
+    if sampling:
+        first, rest = sampling[0], sampling[1:] or sampling
+        extra = {"warmup_sample_seconds": round(first[0], 2),
+                 "sample_seconds_per_step": round(statistics.mean(s for s, _ in rest), 2),
+                 "sampled_tokens_per_s": round(sum(n for _, n in rest) / sum(s for s, _ in rest), 1)}
     row = {
         "trainer": name, "steps_timed": len(timed), "step_seconds": round(statistics.mean(timed), 2),
         "completion_tokens_per_step": round(statistics.mean(ctok), 1),
@@ -64,7 +77,7 @@ def report(name: str, seconds: list[float], completion_tokens: list[int], sequen
         "sequence_tokens_per_s": round(sum(stok) / sum(timed), 1),
         "peak_memory_mb": round(spent.peak_memory_bytes / 2**20), "start_memory_mb": round(spent.start_memory_bytes / 2**20),
         "added_memory_mb": round((spent.peak_memory_bytes - spent.start_memory_bytes) / 2**20),
-        "memory_kind": spent.peak_memory_kind,
+        "memory_kind": spent.peak_memory_kind, **extra,
     }
     print(json.dumps(row), flush=True)
     return row
@@ -74,6 +87,7 @@ def bench_ours(args, lm) -> list[dict]:
     from safesteer_bench.training.budget import Budget
     from safesteer_bench.training.distill import OnPolicyDistiller
     from safesteer_bench.training import students
+    from safesteer_bench.training.rollouts import rollout_engine_for
 
     prompts = prompts_for(args)
     budget = Budget(prompt_ids=tuple(f"q{i}" for i in range(len(prompts))), prompts=tuple(prompts), seed=0,
@@ -86,22 +100,28 @@ def bench_ours(args, lm) -> list[dict]:
     for name, token_ids in [variants[args.ours]]:
         spent = Spent()
         with students.training_adapter(lm, "bench", budget) as student:
+            engine = rollout_engine_for(args.rollouts, student, lm, "bench", args.sync)
             trainer = OnPolicyDistiller(student, lm.tokenizer, budget, hooks, token_ids=token_ids,
-                                        progress=False, spent=spent)
-            seen = {"trained": 0, "forward": 0}
+                                        progress=False, spent=spent, engine=engine)
+            seen = {"trained": 0, "forward": 0, "sample": 0.0, "generated": 0}
+            sampling: list[tuple[float, int]] = []
 
             def count(step, prompts, _orig=trainer.step_loss):
                 row = _orig(step, prompts)
                 row["trained_tokens"] = spent.trained_tokens - seen["trained"]
                 # forward_tokens counts the teacher and the student pass: half is the sequence tokens
                 row["sequence_tokens"] = (spent.forward_tokens - seen["forward"]) // 2
-                seen.update(trained=spent.trained_tokens, forward=spent.forward_tokens)
+                sampling.append((spent.phases["sample"] - seen["sample"], spent.generated_tokens - seen["generated"]))
+                seen.update(trained=spent.trained_tokens, forward=spent.forward_tokens, sample=spent.phases["sample"],
+                            generated=spent.generated_tokens)
                 return row
 
             trainer.step_loss = count
             result = trainer.train()
-        rows.append(report(name, [r["seconds"] for r in result.log], [r["trained_tokens"] for r in result.log],
-                           [r["sequence_tokens"] for r in result.log], spent))
+        label = args.rollouts + (f" ({engine.mode} sync)" if engine is not None else "")
+        rows.append(report(f"{name}, {label} rollouts", [r["seconds"] for r in result.log],
+                           [r["trained_tokens"] for r in result.log], [r["sequence_tokens"] for r in result.log],
+                           spent, sampling))
     return rows
 
 
@@ -181,6 +201,10 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--ours", default="global-kl", choices=["global-kl", "safesteer"],
                         help="which of our two losses (one per process, so peak memory is its own)")
+    parser.add_argument("--rollouts", default="hf", choices=["hf", "vllm"],
+                        help="our trainer's rollout engine (vllm: run with .venv-vllm/bin/python)")
+    parser.add_argument("--sync", default=None, choices=["merged", "adapter"],
+                        help="how vLLM rollouts get the student's weights (default: merged on CPU, adapter on CUDA)")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=32)
@@ -199,5 +223,5 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # also the guard vLLM's spawned engine core needs
     sys.exit(main())

@@ -142,7 +142,10 @@ def _tiny_folder(tmp_path):
 
 
 @needs_vllm
-def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path):
+@pytest.mark.parametrize("mode", ["merged", "adapter"])
+def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path, mode, monkeypatch):
+    """The base model, then a LoRA student served merged into the base (the CPU default) or as a
+    vLLM LoRA adapter (the CUDA default), against HF on the same weights."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -151,6 +154,7 @@ def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path):
     from safesteer_bench.modeling.policy import Policy
     from safesteer_bench.modeling.vllm_engine import attach_engine, shutdown_engines
 
+    monkeypatch.setenv("SAFESTEER_BENCH_VLLM_LORA", mode)
     base = load_model(resolve_model(str(_tiny_folder(tmp_path))))
     cfg = GenConfig(max_new_tokens=24, batch_size=8)
     hf_base = HFEngine(base.model, base.tokenizer).generate(PROMPTS, cfg, progress=False)
@@ -165,12 +169,16 @@ def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path):
     student = get_peft_model(base.model, lora, adapter_name="sft")
     student.save_pretrained(str(tmp_path / "methods" / "sft" / "adapter"), safe_serialization=True)
     weights = "adapter/sft" if (tmp_path / "methods" / "sft" / "adapter" / "sft").exists() else "adapter"
-    (tmp_path / "methods" / "sft" / "artifact.json").write_text(json.dumps({"adapter": "lora", "weights": weights}))
+    (tmp_path / "methods" / "sft" / "artifact.json").write_text(json.dumps({"adapter": "lora", "weights": weights,
+                                                                            "weights_sha256": "test"}))
     hf_lora = HFEngine(student, base.tokenizer).generate(PROMPTS, cfg, progress=False)
     assert [c.token_ids for c in hf_lora] != [c.token_ids for c in hf_base]  # the adapter matters
     lora_policy = Policy("sft", student, base.tokenizer, "fp2")
     assert attach_engine(lora_policy, "vllm", base, tmp_path / "methods" / "sft", dtype="float32") == "vllm-float32"
-    assert lora_policy.engine.adapter_dir is not None
+    if mode == "adapter":
+        assert lora_policy.engine.adapter_dir is not None
+    else:
+        assert lora_policy.engine.adapter_dir is None and "vllm-merged" in lora_policy.engine.model_dir
     _compare(lora_policy.generate(PROMPTS, cfg, progress=False), hf_lora)
     shutdown_engines()
 
@@ -223,3 +231,108 @@ def test_run_records_each_methods_engine_and_never_reuses_another_engines_comple
     base_keys = [r["key"] for r in gen_rows("base")]
     assert len(base_keys) == 6 and len(set(base_keys)) == 2  # 3 prompts x 2 engines: regenerated
     assert gen_rows("steering") == steering_rows  # hooked: HF both times, its completions reused
+
+
+# -- the on-policy trainers' rollouts through vLLM (training/rollouts.py) -------------------------
+
+def _perturb_adapter(student, name: str, seed: int) -> None:
+    """Random lora_B for adapter ``name``: peft initialises B to zero, so the student would equal
+    the base; a trained step changes B (and A) the same way."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, param in student.named_parameters():
+            if f"lora_B.{name}." in pname:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+
+
+def _rollouts_follow_the_student(base, base_dir, cfg, prompts, sync) -> None:
+    from safesteer_bench.modeling.generation import HFEngine, stop_token_ids
+    from safesteer_bench.training.budget import Budget
+    from safesteer_bench.training.rollouts import VLLMRollouts
+    from safesteer_bench.training.students import training_adapter
+
+    budget = Budget(prompt_ids=("a",), prompts=("a",), seed=0, steps=1, prompts_per_step=1, samples_per_prompt=1,
+                    max_new_tokens=cfg.max_new_tokens, learning_rate=1e-3, lora_rank=8, lora_alpha=16)
+    with training_adapter(base, "student", budget) as student:
+        rollouts = VLLMRollouts(student, base.tokenizer, "student", base_dir,
+                                stop_token_ids(base.model, base.tokenizer), dtype="float32", sync=sync)
+        seen = []
+        for seed in (1, 2):  # two "steps": the weights change between them
+            _perturb_adapter(student, "student", seed)
+            hf = HFEngine(student, base.tokenizer).generate(prompts, cfg, progress=False)
+            _compare(rollouts.generate(prompts, cfg, progress=False), hf)
+            seen.append([c.token_ids for c in hf])
+        assert seen[0] != seen[1]  # the perturbation changed the student, and vLLM followed it
+        assert rollouts.syncs == 2 and rollouts.name == "vllm-float32" and rollouts.mode == sync
+        rollouts.close()
+        assert not rollouts.folder.exists()
+
+
+@needs_vllm
+@pytest.mark.parametrize("sync", ["merged", "adapter"])
+def test_vllm_rollouts_follow_the_students_weights_every_sync(tmp_path, sync):
+    """Each generate syncs the student's current weights into the running vLLM engine (merged into
+    the base weights and reloaded in place, or as a new LoRA adapter): greedy rollouts equal the HF
+    engine's on the student as it is at that moment (fp32, same tolerance)."""
+    from safesteer_bench.modeling.generation import GenConfig
+    from safesteer_bench.modeling.models import load_model, resolve_model
+    from safesteer_bench.modeling.vllm_engine import shutdown_engines
+
+    folder = _tiny_folder(tmp_path)
+    base = load_model(resolve_model(str(folder)))
+    _rollouts_follow_the_student(base, folder, GenConfig(max_new_tokens=16, batch_size=8), PROMPTS, sync)
+    shutdown_engines()
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_rollouts_follow_smollm2_students_weights():
+    from safesteer_bench.modeling.generation import GenConfig
+    from safesteer_bench.modeling.models import _safetensors_folder, load_model, resolve_model
+    from safesteer_bench.modeling.vllm_engine import shutdown_engines
+
+    base = load_model(resolve_model("smollm2-135m"))
+    _rollouts_follow_the_student(base, _safetensors_folder(base.spec)[0], GenConfig(max_new_tokens=16, batch_size=8),
+                                 PROMPTS, "merged")  # the CPU default
+    shutdown_engines()
+
+
+@needs_vllm
+def test_safesteer_trains_with_vllm_rollouts(tmp_path, data_dir, monkeypatch):
+    """safesteer with rollout_engine=vllm: a smoke training on the tiny model through the method's
+    own path; every step's rollouts were sampled by vLLM after a sync, the loss is finite, the
+    synced weights are gone afterwards, and the student is then evaluated on vLLM."""
+    import math
+
+    from safesteer_bench.modeling.vllm_engine import shutdown_engines
+    from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
+    from safesteer_bench.training import rollouts
+
+    calls, folders = [], []
+    original = rollouts.VLLMRollouts.generate
+
+    def spy(self, prompts, cfg, progress=True):
+        calls.append(len(prompts))
+        folders.append(self.folder)
+        return original(self, prompts, cfg, progress)
+
+    monkeypatch.setattr(rollouts.VLLMRollouts, "generate", spy)
+    cfg = RunConfig(methods=["safesteer"], model=str(_tiny_folder(tmp_path)), benchmarks="advbench",
+                    profile="smoke", out=tmp_path / "runs", data_dir=data_dir, limit=2, progress=False,
+                    run_id="rollouts", drift=False, method_options={"safesteer": {"rollout_engine": "vllm"}},
+                    engine="vllm")
+    runner = Runner(make_plan(cfg))
+    results = runner.run()
+    assert len(calls) == runner.budget.steps and all(n > 0 for n in calls)
+    assert not any(folder.exists() for folder in folders)
+    training = json.loads((tmp_path / "runs" / "rollouts" / "methods" / "safesteer" / "training.json").read_text())
+    assert training["spent"]["generated_tokens"] > 0
+    log = [json.loads(line) for line in (tmp_path / "runs" / "rollouts" / "methods" / "safesteer"
+                                         / "train_log.jsonl").read_text().splitlines()]
+    assert log and all(math.isfinite(row["loss"]) for row in log)
+    # evaluated on vLLM too: on CPU the LoRA student is served merged into the base weights
+    assert results["methods"]["safesteer"]["engine"] == "vllm-bfloat16"
+    assert (tmp_path / "runs" / "rollouts" / "methods" / "safesteer" / "vllm-merged" / "done.json").exists()
+    shutdown_engines()

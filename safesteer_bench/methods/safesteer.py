@@ -21,7 +21,8 @@ from safesteer_bench.methods.training import TrainingMethod, TrainingRun, Traini
 from safesteer_bench.options import option
 from safesteer_bench.training.budget import SpentTracker, Timer
 from safesteer_bench.training.distill import VARIANTS, OnPolicyDistiller
-from safesteer_bench.training.students import TrainingOptions
+from safesteer_bench.training.rollouts import rollout_engine_for
+from safesteer_bench.training.students import OnPolicyOptions
 from safesteer_bench.training.token_set import TokenSet, TokenSetConfig, harmless_candidates, select_safety_tokens
 from safesteer_bench.tuning.search_space import Choice, FloatRange
 
@@ -32,7 +33,7 @@ DEFAULT_LOSS_VARIANT = "tail-bucket"
 
 
 @dataclass(frozen=True)
-class SafeSteerOptions(TrainingOptions):
+class SafeSteerOptions(OnPolicyOptions):
     """safesteer's loss and safety-token vote, on top of every training method's options."""
 
     loss_variant: str = option(DEFAULT_LOSS_VARIANT, "reverse KL on S: tail-bucket (chosen on dev), partial "
@@ -48,6 +49,7 @@ class DistillMethod(TrainingMethod):
     """Shared by safesteer and global-kl: the only difference is ``restricted`` (S or all of V)."""
 
     restricted = True
+    options_class = OnPolicyOptions
 
     def token_set(self, run: TrainingRun) -> TokenSet:
         ctx, opts = run.ctx, run.options
@@ -79,10 +81,11 @@ class DistillMethod(TrainingMethod):
     def trainer(self, run: TrainingRun, setup: TrainingSetup, student: Any, teacher: Any) -> OnPolicyDistiller:
         tokens = setup.data
         variant = run.options.loss_variant if self.restricted else DEFAULT_LOSS_VARIANT
+        engine = rollout_engine_for(run.options.rollout_engine, student, run.ctx.base, self.name)
         return OnPolicyDistiller(student, run.ctx.base.tokenizer, run.budget, run.hooks,
                                  token_ids=tokens.ids if tokens else None, variant=variant, teacher=teacher,
                                  micro_batch_size=run.options.micro_batch_size, progress=run.options.progress,
-                                 spent=run.spent, teacher_system=run.teacher_system)
+                                 spent=run.spent, teacher_system=run.teacher_system, engine=engine)
 
 
 @METHODS.register("safesteer")

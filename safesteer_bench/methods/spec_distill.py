@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from safesteer_bench.methods.api import METHODS
 from safesteer_bench.options import option
-from safesteer_bench.training.students import TrainingCoreOptions
+from safesteer_bench.training.students import RolloutOptions, TrainingCoreOptions
 from safesteer_bench.tuning.search_space import Choice, FloatRange
 
 from .global_kl import GlobalKL
 
 
 @dataclass(frozen=True)
-class SpecDistillOptions(TrainingCoreOptions):
+class SpecDistillOptions(TrainingCoreOptions, RolloutOptions):
     """The training options with the spec teacher fixed (teacher=steer would be global-kl). No
     steering options (coef, layer, teacher_coef, ...): the teacher has no hook, so they would do
     nothing; the run then finds no steering direction for this method either."""

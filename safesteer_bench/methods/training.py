@@ -19,6 +19,7 @@ from safesteer_bench.options import options_of
 from safesteer_bench.pipeline.store import write_json_atomic
 from safesteer_bench.training.budget import Budget, Spent
 from safesteer_bench.training.parallel import data_parallel
+from safesteer_bench.training.rollouts import check_rollout_engine
 from safesteer_bench.training.students import (TrainingOptions, resolve_budget, resolve_teacher, save_student,
                                                saved_student, scratch_workdir, student_for, student_policy,
                                                teacher_system)
@@ -73,6 +74,7 @@ class TrainingMethod:
         options = options_of(ctx, self.options_class)
         budget = resolve_budget(ctx)
         par = data_parallel()
+        check_rollout_engine(getattr(options, "rollout_engine", "hf"), budget.adapter, par.world_size)
         # Under a multi-process launch (training/parallel.py) the main process makes the shared
         # direction and the setup's files first; the others then redo the (deterministic) setup in
         # a scratch folder, so only the main process writes into the run.

@@ -2,7 +2,8 @@
 
 ``VLLMEngine`` implements ``GenerationEngine`` with vLLM for policies whose generation is a plain
 forward pass: the base model (its safetensors folder), LoRA students (vLLM's LoRA support, a
-``LoRARequest`` on the saved peft adapter) and full students (their weights saved as a model
+``LoRARequest`` on the saved peft adapter, or merged into the base weights: ``lora_mode``) and
+full students (their weights saved as a model
 folder). Policies with residual hooks (steering, teachers) or a decoder (alignbeam) stay on
 ``HFEngine``: vLLM runs its own copy of the weights in another process, where our hooks do not
 exist. ``attach_engine`` makes that choice and records it.
@@ -46,7 +47,6 @@ DEFAULT_VLLM_DTYPE = "bfloat16"
 # runner's batches of short prompts need far less than vLLM's default, and the HF model is
 # resident in the same memory.
 DEFAULT_CPU_KVCACHE_GIB = "2"
-SETUP_HINT = "run `make setup-vllm` and use .venv-vllm/bin/safesteer-bench, or pass --engine hf"
 
 
 def eager_default() -> bool:
@@ -67,12 +67,14 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def check_engine(engine: str) -> str:
-    """``engine`` when it can run here, else a UserError naming the fix (checked before any model loads)."""
+def check_engine(engine: str, option: str = "--engine ") -> str:
+    """``engine`` when it can run here, else a UserError naming the fix (checked before any model
+    loads); ``option`` is how the user asked for it (``--engine `` or ``rollout_engine=``)."""
     if engine not in ENGINES:
-        raise UserError(f"unknown engine '{engine}'", f"use --engine {' or --engine '.join(ENGINES)}")
+        raise UserError(f"unknown engine '{engine}'", f"use {' or '.join(option + e for e in ENGINES)}")
     if engine == "vllm" and not vllm_available():
-        raise UserError("--engine vllm: vLLM is not installed in this environment", SETUP_HINT)
+        raise UserError(f"{option}vllm: vLLM is not installed in this environment",
+                        f"run `make setup-vllm` and use .venv-vllm/bin/safesteer-bench, or pass {option}hf")
     return engine
 
 
@@ -194,10 +196,14 @@ class VLLMEngine:
         # A seed per prompt: reproducible whatever vLLM's batching (HF seeds per batch instead).
         return SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0, seed=cfg.seed + index, **common)
 
+    def llm(self, cfg: GenConfig) -> Any:
+        """The live vLLM engine ``generate(…, cfg)`` uses (started on first use)."""
+        rank = lora_rank(self.adapter_dir) if self.adapter_dir is not None else 0
+        return _llm(EngineKey(self.model_dir, self.dtype, rank, max(1, cfg.batch_size), self.eager), cfg.seed)
+
     def generate(self, prompts: Sequence[str], cfg: GenConfig, progress: bool = True) -> list[Completion]:
         start = time.perf_counter()
-        rank = lora_rank(self.adapter_dir) if self.adapter_dir is not None else 0
-        llm = _llm(EngineKey(self.model_dir, self.dtype, rank, max(1, cfg.batch_size), self.eager), cfg.seed)
+        llm = self.llm(cfg)
         start_generate = time.perf_counter()
         texts = [chat_text(self.tokenizer, p, self.system) if self.system else chat_text(self.tokenizer, p)
                  for p in prompts]
@@ -248,13 +254,90 @@ def _attach(policy: Any, engine: str, base: Any, workdir: Path, dtype: str | Non
         return policy.engine.name
     artifact = json.loads((workdir / "artifact.json").read_text())
     weights = workdir / artifact["weights"]
-    if artifact.get("adapter") == "lora":
+    if artifact.get("adapter") == "lora" and lora_mode() == "merged" and _has_adapter(policy):
+        folder = merged_model_folder(policy.model, policy.name, base_dir, workdir / "vllm-merged", dtype,
+                                     artifact["weights_sha256"])
+        policy.engine = VLLMEngine(base.tokenizer, folder, stops, dtype, system=system)
+    elif artifact.get("adapter") == "lora":
         policy.engine = VLLMEngine(base.tokenizer, base_dir, stops, dtype, adapter_dir=weights,
                                    adapter_name=policy.name, system=system)
     else:
         folder = full_model_folder(policy.model, base.tokenizer, workdir / "vllm-model", artifact["weights_sha256"])
         policy.engine = VLLMEngine(base.tokenizer, folder, stops, dtype, system=system)
     return policy.engine.name
+
+
+LORA_MODES = ("merged", "adapter")
+
+
+def lora_mode() -> str:
+    """How a LoRA student reaches vLLM: ``merged`` (the adapter merged into the base weights,
+    served as a plain model) or ``adapter`` (vLLM's LoRA support). $SAFESTEER_BENCH_VLLM_LORA
+    decides; unset: adapter on CUDA, merged on CPU, where vLLM's LoRA kernels are slow (a rank-16
+    adapter: 75 tok/s against ~210-400 merged; reports/measured/rollouts.md)."""
+    value = os.environ.get("SAFESTEER_BENCH_VLLM_LORA", "").strip().lower()
+    if value:
+        if value not in LORA_MODES:
+            raise UserError(f"$SAFESTEER_BENCH_VLLM_LORA={value!r} is not one of {', '.join(LORA_MODES)}",
+                            "set it to merged or adapter, or unset it")
+        return value
+    import torch
+
+    return "adapter" if torch.cuda.is_available() else "merged"
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
+
+
+def merged_state_dict(student: Any, adapter_name: str, dtype: Any) -> dict[str, Any]:
+    """The base model's weights with LoRA adapter ``adapter_name`` merged in (W + ΔW), under the
+    base model's own names (peft's ``.base_layer.`` removed, ``lora_*`` dropped), in ``dtype``;
+    the student's modules are not touched. A tied output head is left out, as in its checkpoint."""
+    import torch
+
+    model = student.get_base_model()
+    with torch.no_grad():
+        deltas = {f"{name}.weight": module.get_delta_weight(adapter_name) for name, module in model.named_modules()
+                  if hasattr(module, "get_delta_weight") and adapter_name in getattr(module, "lora_A", {})}
+        out = {}
+        for key, value in model.state_dict().items():
+            if ".lora_" in key:
+                continue
+            key = key.replace(".base_layer.", ".")
+            merged = value + deltas[key] if key in deltas else value
+            out[key] = merged.detach().to(dtype).contiguous()
+    if getattr(model.config, "tie_word_embeddings", False):
+        out.pop("lm_head.weight", None)
+    return out
+
+
+def merged_model_folder(student: Any, adapter_name: str, base_dir: str | Path, folder: Path, dtype: str,
+                        weights_sha256: str) -> Path:
+    """A LoRA student merged into its base as a model folder vLLM loads (the base folder's config
+    and tokenizer files, one safetensors file of merged weights), written once per weights hash and dtype."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    done = folder / "done.json"
+    stamp = {"weights_sha256": weights_sha256, "dtype": dtype, "merged": adapter_name}
+    if done.exists() and json.loads(done.read_text()) == stamp:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    done.unlink(missing_ok=True)
+    for item in Path(base_dir).iterdir():
+        if item.is_file() and not item.name.endswith((".safetensors", ".safetensors.index.json")):
+            shutil.copy2(item, folder / item.name)
+    save_file(merged_state_dict(student, adapter_name, torch_dtype(dtype)), str(folder / "model.safetensors"))
+    done.write_text(json.dumps(stamp))
+    return folder
+
+
+def _has_adapter(policy: Any) -> bool:
+    return policy.name in (getattr(policy.model, "peft_config", None) or {})
 
 
 def full_model_folder(model: Any, tokenizer: Any, folder: Path, weights_sha256: str) -> Path:

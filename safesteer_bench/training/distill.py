@@ -348,7 +348,8 @@ class OnPolicyDistiller(_Trainer):
     ``student`` is a PeftModel with the trainable adapter active (LoRA: the teacher is the same
     model with ``disable_adapter()`` and ``teacher_hooks``) or a plain model (full fine-tuning:
     ``teacher`` must be a separate frozen model, run with ``teacher_hooks``). ``token_ids`` is S
-    (None = whole vocabulary); ``variant`` one of :data:`VARIANTS`.
+    (None = whole vocabulary); ``variant`` one of :data:`VARIANTS`. ``engine`` samples the rollouts
+    (default: ``HFEngine`` on the student; ``training.rollouts.VLLMRollouts`` for vLLM).
     """
 
     desc = "distill"
@@ -357,7 +358,7 @@ class OnPolicyDistiller(_Trainer):
                  teacher_hooks: Sequence[ResidualHook], token_ids: Sequence[int] | None = None,
                  variant: str = "partial", teacher: nn.Module | None = None, micro_batch_size: int | None = None,
                  generation_batch_size: int = 64, progress: bool = True, spent: Spent | None = None,
-                 teacher_system: str | None = None) -> None:
+                 teacher_system: str | None = None, engine: Any = None) -> None:
         super().__init__(student, tokenizer, budget, micro_batch_size, progress, spent)
         if variant not in VARIANTS:
             raise ValueError(f"unknown loss variant {variant!r}; choose one of {VARIANTS}")
@@ -369,11 +370,20 @@ class OnPolicyDistiller(_Trainer):
                                                                       device=self.device)
         self.variant = variant
         self.teacher = teacher
-        self.engine = HFEngine(student, tokenizer)
+        # The rollouts' engine: HF on the student itself, or e.g. training/rollouts.VLLMRollouts.
+        self.engine = engine if engine is not None else HFEngine(student, tokenizer)
         self.generation_batch_size = generation_batch_size
 
     def sample_seed(self, step: int) -> int:
         return self.budget.seed * 1_000_003 + step * 7919
+
+    def train(self, steps: int | None = None) -> TrainResult:
+        try:
+            return super().train(steps)
+        finally:
+            close = getattr(self.engine, "close", None)  # an engine with files to remove (VLLMRollouts)
+            if close is not None:
+                close()
 
     def sample(self, step: int, prompts: list[str]) -> tuple[list[str], list[list[int]]]:
         """``samples_per_prompt`` student completions per prompt (temperature 1, top-p 1)."""

@@ -35,6 +35,7 @@ from safesteer_bench.specs import load_spec
 from safesteer_bench.training.budget import Budget
 
 PEFT_KEY = "peft"
+ROLLOUT_ENGINES = ("hf", "vllm")  # training/rollouts.py
 TEACHERS = ("steer", "spec")  # docs/architecture.md §4: the steered teacher, the spec-prompted one
 
 
@@ -234,12 +235,18 @@ class TrainingCoreOptions(MethodOptions):
     def __post_init__(self) -> None:
         if self.teacher == "spec":
             load_spec(self.spec_file)  # a missing, empty or huge file fails here, in the dry run
+        if getattr(self, "rollout_engine", "hf") == "vllm":  # RolloutOptions, on-policy methods only
+            from safesteer_bench.modeling.vllm_engine import check_engine
+
+            check_engine("vllm", "rollout_engine=")  # not installed: a UserError in the dry run
 
     def to_dict(self) -> dict[str, Any]:
         """The options for the method key: with the spec teacher, the specification's sha256 (an
         edited file retrains); with the steered one, neither ``teacher`` nor ``spec_file``, so the
         keys of runs from before the option stay valid."""
         data = super().to_dict()
+        if data.get("rollout_engine") == "hf":  # keys of runs from before the option stay valid
+            data.pop("rollout_engine")
         if self.teacher == "steer":
             data.pop("teacher")
             data.pop("spec_file")
@@ -257,6 +264,21 @@ class TrainingOptions(TrainingCoreOptions, SteeringOptions):
                                         "baseline's coef (default: the same)", kind="float", low=0)
     teacher_hooks: Any = option(None, "ResidualHooks replacing the shared direction (Python only)",
                                 kind="any", cli=False)
+
+
+@dataclass(frozen=True)
+class RolloutOptions(MethodOptions):
+    """The on-policy trainers' choice of rollout engine (training/rollouts.py); checked and kept
+    out of the method key at its default by :class:`TrainingCoreOptions`."""
+
+    rollout_engine: str = option("hf", "the on-policy trainers' rollouts: hf (the student itself) or vllm (the "
+                                 "LoRA student's adapter synced into vLLM every step; .venv-vllm)",
+                                 kind="choice", choices=ROLLOUT_ENGINES)
+
+
+@dataclass(frozen=True)
+class OnPolicyOptions(TrainingOptions, RolloutOptions):
+    """global-kl's options: the training options and the rollout engine."""
 
 
 def resolve_budget(ctx: Any) -> Budget:
