@@ -69,6 +69,12 @@ make test-vllm DATA="$DATA"
 section "generated tokens/s, HF vs vLLM"
 .venv-vllm/bin/python scripts/bench_vllm.py --batch-sizes 16,64,256 --prompts 256
 
+section "on-policy rollouts: HF vs vLLM (adapter sync on CUDA), 8 prompts x 8 samples x 128 tokens"
+for rollouts in hf vllm; do
+  .venv-vllm/bin/python scripts/bench_distill.py --rollouts "$rollouts" --prompts 8 --samples 8 --tokens 128 \
+    --steps 4 --device cuda --data-dir "$DATA"
+done
+
 section "six-method quick comparison, vLLM engine (hooked policies stay on HF)"
 .venv-vllm/bin/safesteer-bench run --methods "$METHODS" --model smollm2-135m --profile quick --device cuda \
   --engine vllm --out "$OUT" --run-id quick-vllm --data-dir "$DATA"
