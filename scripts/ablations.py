@@ -30,6 +30,8 @@ VARIANTS: dict[str, tuple[str, dict[str, str], list[str], str]] = {
     "partial": ("loss variant: partial", {"loss_variant": "partial"}, [], "safesteer"),
     "tail": ("loss variant: tail-bucket", {"loss_variant": "tail-bucket"}, [], "safesteer"),
     "full": ("full fine-tuning instead of LoRA", {}, ["--adapter", "full"], "safesteer"),
+    "spec": ("the spec-prompted teacher (teacher=spec: the safety specification as system prompt, no hook) "
+             "instead of the steered one", {"teacher": "spec"}, [], "safesteer"),
     "prompts": ("direction from prompts (difference of means at the last prompt token); steering too",
                 {"direction_mode": "prompts"}, [], "steering,safesteer"),
 }
