@@ -137,3 +137,19 @@ def test_ray_executor_without_ray_says_how_to_install(tiny_dir, data_dir, tmp_pa
         make_plan(_config(tiny_dir, data_dir, tmp_path, executor="ray"))
     with pytest.raises(UserError, match="--address is only read by --executor ray"):
         check_executor(replace(_config(tiny_dir, data_dir, tmp_path), address="auto"))
+
+
+def test_the_shared_job_finds_no_direction_for_a_spec_teacher(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """safesteer with teacher=spec has no hook: the shared job must not search a direction for it
+    (the search is the costliest setup step), while a steered safesteer gets one."""
+    from safesteer_bench.inference import steering
+    from safesteer_bench.pipeline.executors import prepare_shared
+
+    asked = []
+    monkeypatch.setattr(steering, "shared_direction", lambda ctx, progress=True: asked.append(ctx.workdir.name))
+    for teacher in ("spec", "steer"):
+        cfg = _config(tiny_dir, data_dir, tmp_path / teacher, methods=["safesteer"], drift=False,
+                      method_options={"safesteer": {"teacher": teacher}})
+        runner = Runner(make_plan(cfg))
+        prepare_shared(runner)
+    assert asked == ["safesteer"]  # once: for the steered teacher only

@@ -131,13 +131,16 @@ def prepare_shared(runner: Any) -> None:
     from safesteer_bench.evaluation.drift_stage import base_completions
     from safesteer_bench.inference.steering import SteeringOptions, shared_direction
     from safesteer_bench.methods.api import get_method
-    from safesteer_bench.options import options_class
+    from safesteer_bench.options import options_class, options_of
 
     methods = runner.plan.config.methods
     for name in methods:
-        steers = issubclass(options_class(get_method(name)), SteeringOptions)
-        if steers and not _finished(runner, name):
-            shared_direction(runner.context(name), progress=False)
+        cls = options_class(get_method(name))
+        if not issubclass(cls, SteeringOptions) or _finished(runner, name):
+            continue
+        ctx = runner.context(name)
+        if getattr(options_of(ctx, cls), "teacher", "steer") != "spec":  # a spec teacher has no hook
+            shared_direction(ctx, progress=False)
     if runner.plan.config.drift and any(runner._drift(m) is None for m in methods):
         prompts, gen, _ = runner._drift_setup()
         base_completions(runner.dir / "drift", runner.policy("base"), prompts, gen)
