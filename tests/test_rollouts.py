@@ -14,7 +14,17 @@ import torch
 from safesteer_bench.errors import UserError
 from safesteer_bench.training.rollouts import check_rollout_engine
 
+from conftest import make_tiny_model, make_tiny_tokenizer
+
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """A tiny model of this module's own: the session's ``tiny`` may carry LoRA layers other
+    tests injected, and these tests compare against the plain architecture."""
+    tokenizer = make_tiny_tokenizer()
+    return make_tiny_model(tokenizer), tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +88,7 @@ class CountingEngine:
         self.closed = True
 
 
-def test_the_distiller_samples_with_the_engine_it_is_given_and_closes_it(tiny):
+def test_the_distiller_samples_with_the_engine_it_is_given_and_closes_it(fresh):
     """Same rollouts, same loss as the default HF engine (the engine here delegates to HF), every
     step through the given engine, at temperature 1 with the step's seed, closed after training."""
     from safesteer_bench.modeling.models import LoadedModel, ModelSpec
@@ -86,7 +96,7 @@ def test_the_distiller_samples_with_the_engine_it_is_given_and_closes_it(tiny):
     from safesteer_bench.training.distill import OnPolicyDistiller
     from safesteer_bench.training.students import training_adapter
 
-    model, tokenizer = tiny
+    model, tokenizer = fresh
     prompts = ("Write a poem about the sea.", "How do I make a cake?", "Tell me about the ocean.", "Hi")
     budget = Budget(prompt_ids=tuple(f"p{i}" for i in range(4)), prompts=prompts, seed=0, steps=2,
                     prompts_per_step=2, samples_per_prompt=2, max_new_tokens=6, learning_rate=1e-2, lora_rank=4,
@@ -116,7 +126,7 @@ def test_lora_mode_follows_the_device_and_the_environment(monkeypatch):
     assert "merged or adapter" in err.value.fix
 
 
-def test_merged_weights_are_the_students_and_leave_it_untouched(tiny, tmp_path):
+def test_merged_weights_are_the_students_and_leave_it_untouched(fresh, tmp_path):
     """What the merged sync and the merged evaluation folder hand vLLM: the base model's names,
     no LoRA tensors, and a plain model loading them computes the student's logits; the other
     adapters of the shared wrapper and the student's own weights are not changed."""
@@ -125,7 +135,7 @@ def test_merged_weights_are_the_students_and_leave_it_untouched(tiny, tmp_path):
     from safesteer_bench.training.budget import Budget
     from safesteer_bench.training.students import training_adapter
 
-    model, tokenizer = tiny
+    model, tokenizer = fresh
     base = LoadedModel(ModelSpec("tiny", "dir", "tiny"), copy.deepcopy(model), tokenizer, "cpu", "float32", "t")
     plain = copy.deepcopy(model)
     budget = Budget(prompt_ids=("a",), prompts=("a",), seed=0, steps=1, prompts_per_step=1, samples_per_prompt=1,
