@@ -33,9 +33,13 @@ from typing import Any, Sequence
 
 from safesteer_bench.errors import UserError
 from safesteer_bench.modeling.generation import Completion, GenConfig, GenerationStats
-from safesteer_bench.modeling.vllm_engine import LORA_MODES, lora_mode, merged_state_dict, torch_dtype
+from safesteer_bench.modeling.vllm_engine import (
+    DEFAULT_VLLM_DTYPE, LORA_MODES, VLLMEngine, check_engine, lora_mode, merged_state_dict, shutdown_engines,
+    torch_dtype,
+)
 
 log = logging.getLogger(__name__)
+
 
 def check_rollout_engine(engine: str, adapter: str, world_size: int) -> None:
     """A UserError naming the fix when ``rollout_engine=engine`` cannot apply to this training."""
@@ -54,8 +58,6 @@ class VLLMRollouts:
 
     def __init__(self, student: Any, tokenizer: Any, adapter_name: str, base_dir: str | Path,
                  stop_ids: Sequence[int], dtype: str | None = None, sync: str | None = None) -> None:
-        from safesteer_bench.modeling.vllm_engine import DEFAULT_VLLM_DTYPE
-
         self.student = student
         self.tokenizer = tokenizer
         self.adapter_name = adapter_name
@@ -75,8 +77,6 @@ class VLLMRollouts:
         return f"vllm-{self.dtype}"
 
     def _engine(self, adapter_dir: Path | None) -> Any:
-        from safesteer_bench.modeling.vllm_engine import VLLMEngine
-
         return VLLMEngine(self.tokenizer, self.base_dir, self.stop_ids, self.dtype, adapter_dir=adapter_dir,
                           adapter_name=f"{self.adapter_name}-sync{self.syncs}")
 
@@ -113,8 +113,6 @@ class VLLMRollouts:
         student's weights under the base model's folder and must not serve the base model."""
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.mode == "merged" and self.syncs:
-            from safesteer_bench.modeling.vllm_engine import shutdown_engines
-
             shutdown_engines()
         log.info("vLLM rollouts (%s): %d syncs, %.1f s syncing (engine start included)", self.mode, self.syncs,
                  self.sync_seconds)
@@ -128,7 +126,6 @@ def rollout_engine_for(engine: str, student: Any, base: Any, adapter_name: str, 
         return None
     from safesteer_bench.modeling.generation import stop_token_ids
     from safesteer_bench.modeling.models import _safetensors_folder
-    from safesteer_bench.modeling.vllm_engine import check_engine
 
     check_engine("vllm", "rollout_engine=")
     base_dir, _ = _safetensors_folder(base.spec)
