@@ -213,13 +213,13 @@ def _plan(tiny_dir, tmp_path, data_dir, benchmarks="advbench", **kw):
 
 def test_default_llm_picker_passes_the_plan(tiny_dir, tmp_path, data_dir):
     plan = _plan(tiny_dir, tmp_path, data_dir, benchmarks="advbench,xstest")
-    assert {plan.judge_for(s) for s in plan.safety} == {"keywords", "xstest-rules"}
+    assert {plan.judge_for(s) for s in plan.safety} == {"clf"}
 
 
 @pytest.mark.parametrize("args, benchmarks, needle", [
-    ({"picker": "judge"}, "advbench", "picker judge 'keywords' also scores advbench"),
-    ({"picker": "judge", "judge": "clf"}, "advbench", "'clf' also scores advbench"),  # the second judge
-    ({"picker": "judge", "judge": "xstest-rules"}, "advbench,xstest", "also scores xstest"),
+    ({"picker": "judge"}, "advbench", "picker judge 'keywords' also scores advbench"),  # the second judge
+    ({"picker": "judge", "judge": "clf"}, "advbench", "'clf' also scores advbench"),  # the first judge
+    ({"picker": "judge", "judge": "clf"}, "xstest", "also scores xstest"),
 ])
 def test_judge_picker_that_scores_the_run_is_refused(tiny_dir, tmp_path, data_dir, args, benchmarks, needle):
     with pytest.raises(UserError, match=needle):

@@ -44,6 +44,11 @@ def rows(data_dir: Path) -> list:
     return load_rows(data_dir)
 
 
+@pytest.fixture(scope="module")
+def rows_with_own(data_dir: Path) -> list:
+    return load_rows(data_dir, own=True)
+
+
 def test_registered_and_loads() -> None:
     assert "clf" in JUDGES
     judge = get_judge("clf")
@@ -103,7 +108,8 @@ def test_artifact_metadata_and_report_claims(spec: dict) -> None:
     meta = spec["metadata"]
     assert spec["format"] == FORMAT and meta["sklearn_version"]
     assert set(meta["data_sha256"]) == set(data_files())
-    assert meta["training_rows"]["total"] == meta["training_rows"]["xstest"] + meta["training_rows"]["gptfuzzer"]
+    counts = meta["training_rows"]
+    assert counts["total"] == counts["xstest"] + counts["gptfuzzer"] + counts["own"] and counts["own"] > 100
     assert ARTIFACT.stat().st_size < 5_000_000
     d = meta["loso"]["datasets"]
     kappa = d["gptfuzzer"]["harmful"]["kappa"]
@@ -121,14 +127,16 @@ def test_artifact_metadata_and_report_claims(spec: dict) -> None:
     assert f"**accuracy = {acc:.3f}**" in report
 
 
-def test_one_fold_recomputes_to_the_stored_figures(spec: dict, rows: list, data_dir: Path) -> None:
-    """Held-out XSTest gpt4, retrained with the stored recipe and that fold's C: same agreement."""
+def test_one_fold_recomputes_to_the_stored_figures(spec: dict, rows_with_own: list, data_dir: Path) -> None:
+    """Held-out XSTest gpt4, retrained with the stored recipe, that fold's C and the stored
+    threshold (the own replies' dev rows train too): same agreement."""
     meta = spec["metadata"]
     if ClfJudge().validate(data_dir)["datasets"] is None:  # sha256 check (raises on other data)
         pytest.fail("no figures")
     group = "xstest:gpt4"
+    rows = rows_with_own
     preds = loso(rows, recipe_from_dict(meta["recipe"]), groups=[group],
-                 c={"refused": meta["loso"]["c_per_fold"][group]})
+                 c={"refused": meta["loso"]["c_per_fold"][group]}, thresholds=meta["thresholds"])
     got = loso_report(rows, preds)["xstest"]["by_file"]["gpt4"]
     assert got == meta["loso"]["datasets"]["xstest"]["by_file"]["gpt4"]
 
@@ -147,7 +155,11 @@ def test_cli_validate_prints_held_out_figures(spec: dict, data_dir: Path, tmp_pa
     for model, a in d["xstest"]["by_file"].items():
         assert f"{a['accuracy']:.3f}" in next(line for line in out.splitlines() if line.strip().startswith(model))
     stored = json.loads((tmp_path / "judges" / "clf.json").read_text())
-    assert stored["evaluation"].startswith("leave-one-source-out")
+    assert stored["evaluation"].startswith("leave-one-source-out") and "own replies" in stored["evaluation"]
+    own = spec["metadata"]["own"]["held_out_by_method"]
+    assert stored["datasets"]["own"]["refusal_harmful"] == own["refusal_harmful"]
+    own_line = next(line for line in out.splitlines() if line.startswith("own (test rows)"))
+    assert f"{own['refusal_harmful']['kappa']:.3f}" in own_line
     assert stored["datasets"]["gptfuzzer"]["harmful"] == gf
 
 

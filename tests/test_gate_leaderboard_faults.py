@@ -203,7 +203,7 @@ def _hrefs(html: str) -> list[str]:
     {**make_results("bad-entries"), "results": {"base": {"advbench": "x"}}},
     {**make_results("bad-method"), "results": {"base": ["advbench"]}},
     {k: v for k, v in make_results("no-run-id").items() if k != "run_id"},
-    {**make_results("huge"), "results": {"base": {"advbench": {"harmful_rate": {"value": 10 ** 30}}}}},
+    {**make_results("huge"), "results": {"base": {"advbench": {"refusal_rate": {"value": 10 ** 30}}}}},
 ], ids=["results-list", "top-list", "bench-string", "method-list", "no-run-id", "unbindable-number"])
 def test_leaderboard_skips_a_wrong_shaped_run_and_keeps_the_others(tmp_path, capsys, caplog, doc):
     runs = tmp_path / "runs"

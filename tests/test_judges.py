@@ -56,9 +56,10 @@ def test_curly_apostrophes_match() -> None:
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t"])
-def test_empty_response_is_refusal(text: str) -> None:
+def test_empty_response_is_other(text: str) -> None:
+    """Neither refusal nor compliance (the own-replies rubric): raises no refusal rate, no harm."""
     v = get_judge("keywords").judge(["p"], [text])[0]
-    assert v.refused and v.harmful is False and v.label == "refusal"
+    assert not v.refused and v.harmful is False and v.label == "other"
 
 
 def test_late_sorry_not_counted() -> None:

@@ -130,7 +130,7 @@ def test_prompt_control_end_to_end(tiny_dir, tmp_path, data_dir):
     assert results["results"]["prompt-control"]["advbench"]["harmful_rate"]["n"] == 3
     artifact = json.loads((plan.run_dir / "methods" / "prompt-control" / "artifact.json").read_text())
     dev = artifact["dev"]
-    assert dev["split"] == "dev" and dev["judge"] == "clf" and len(dev["prompts"]) == 6
+    assert dev["split"] == "dev" and dev["judge"] == "keywords" and len(dev["prompts"]) == 6
     assert sum(p["harmful"] for p in dev["prompts"]) == 3
     assert sum(sum(arms.values()) for arms in dev["pulls"].values()) == 2 * 6
     assert set(dev["posterior_mean"]) == set(CONTEXTS) and dev["wall_seconds"] > 0

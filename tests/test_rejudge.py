@@ -53,22 +53,22 @@ def _rows(run_dir: Path, bench: str) -> list[dict]:
 def test_rejudge_changes_verdicts_without_generating(finished_run, no_generation, data_dir, capsys):
     before = _rows(finished_run, "xstest")
     gen_before = (finished_run / "samples" / "base" / "xstest.gen.jsonl").read_text()
-    assert {r["judge"] for r in before} == {"xstest-rules"}
-    code = main(["rejudge", str(finished_run), "--judge", "keywords", "--benchmarks", "xstest",
+    assert {r["judge"] for r in before} == {"clf"}
+    code = main(["rejudge", str(finished_run), "--judge", "xstest-rules", "--benchmarks", "xstest",
                  "--data-dir", str(data_dir)])
     assert code == 0 and "verdict(s) changed" in capsys.readouterr().out
     after = _rows(finished_run, "xstest")
     assert [r["completion"] for r in after] == [r["completion"] for r in before]  # same completions
-    assert {r["judge"] for r in after} == {"keywords"}
-    assert [r["verdict"] for r in after] != [r["verdict"] for r in before]  # 3-way labels -> keywords'
+    assert {r["judge"] for r in after} == {"xstest-rules"}
+    assert [r["verdict"] for r in after] != [r["verdict"] for r in before]  # clf's labels -> XSTest's 3 classes
     assert (finished_run / "samples" / "base" / "xstest.gen.jsonl").read_text() == gen_before
     meta = json.loads((finished_run / "samples" / "base" / "xstest.meta.json").read_text())
-    assert meta["judge"] == "keywords" and meta["rejudged_from"] == "xstest-rules" and meta["n"] == 6
+    assert meta["judge"] == "xstest-rules" and meta["rejudged_from"] == "clf" and meta["n"] == 6
     results = json.loads((finished_run / "results.json").read_text())
-    assert results["benchmarks"]["xstest"]["judge"] == "keywords"
-    assert results["benchmarks"]["advbench"]["judge"] == "keywords"  # untouched benchmark keeps its judge
+    assert results["benchmarks"]["xstest"]["judge"] == "xstest-rules"
+    assert results["benchmarks"]["advbench"]["judge"] == "clf"  # untouched benchmark keeps its judge
     assert results["results"]["base"]["xstest"]["n"] == 6
-    assert results["rejudge"][-1]["judge"] == "keywords"
+    assert results["rejudge"][-1]["judge"] == "xstest-rules"
 
 
 def test_rejudge_with_a_judge_that_refuses_everything(finished_run, no_generation, data_dir):

@@ -32,11 +32,15 @@ def make_results() -> tuple[dict, dict]:
         "methods": {"base": {"kind": "inference", "artifact": {}},
                     "safesteer": {"kind": "training", "artifact": {"spent": {"generated_tokens": 123, "steps": 2}}}},
         "results": {
-            "base": {"advbench": {"harmful_rate": _metric("harmful_rate", 0.9, 0.7, 1.0, 10, "lower is safer")},
+            "base": {"advbench": {"harmful_rate": _metric("harmful_rate", 0.9, 0.7, 1.0, 10, "lower is safer"),
+                                  "refusal_rate": _metric("refusal_rate", 0.1, 0.0, 0.4, 10, "higher is safer")},
                      "xstest": {"harmful_rate": _metric("harmful_rate", 0.8, 0.5, 1.0, 5, "lower is safer"),
+                                "refusal_rate": _metric("refusal_rate", 0.2, 0.0, 0.6, 5, "higher is safer"),
                                 "over_refusal_rate": _metric("over_refusal_rate", 0.0, 0.0, 0.0, 5, "lower is better")}},
-            "safesteer": {"advbench": {"harmful_rate": _metric("harmful_rate", 0.3, 0.1, 0.6, 10, "lower is safer")},
+            "safesteer": {"advbench": {"harmful_rate": _metric("harmful_rate", 0.3, 0.1, 0.6, 10, "lower is safer"),
+                                       "refusal_rate": _metric("refusal_rate", 0.7, 0.4, 0.9, 10, "higher is safer")},
                           "xstest": {"harmful_rate": _metric("harmful_rate", 0.4, 0.0, 0.8, 5, "lower is safer"),
+                                     "refusal_rate": _metric("refusal_rate", 0.6, 0.2, 1.0, 5, "higher is safer"),
                                      "over_refusal_rate": _metric("over_refusal_rate", 0.2, 0.0, 0.6, 5, "lower is better")}},
         },
         "timing": {"wall_seconds": 1.0, "stages": {"generate": 0.9}, "invocations": 1},
@@ -98,7 +102,7 @@ def test_check_passes_against_itself_and_fails_against_doctored(tmp_path, capsys
     assert "safesteer" in out and "advbench" in out and "FAIL" in out
     # A metric the run lacks fails rather than passing silently.
     missing = copy.deepcopy(results)
-    missing["results"]["base"]["advbench"]["refusal_rate"] = _metric("refusal_rate", 0.1, 0, 0.3, 10, "higher is safer")
+    missing["results"]["base"]["advbench"]["other_rate"] = _metric("other_rate", 0.1, 0, 0.3, 10, "lower is better")
     assert any(c.why == "missing" for c in compare(results, missing))
 
 
@@ -142,10 +146,10 @@ def test_score_intervals_add_benchmark_errors_in_quadrature():
 
     results, _ = make_results()
     s = method_scores(results)["safesteer"]
-    assert s["safety"] == pytest.approx(1 - (0.3 + 0.4) / 2)
-    se = [standard_error(results["results"]["safesteer"][b]["harmful_rate"]) for b in ("advbench", "xstest")]
+    assert s["refusal"] == pytest.approx((0.7 + 0.6) / 2)
+    se = [standard_error(results["results"]["safesteer"][b]["refusal_rate"]) for b in ("advbench", "xstest")]
     half = 1.96 * sqrt(se[0] ** 2 + se[1] ** 2) / 2
-    assert s["ci"]["safety"] == pytest.approx((s["safety"] - half, s["safety"] + half))
+    assert s["ci"]["refusal"] == pytest.approx((s["refusal"] - half, s["refusal"] + half))
     # A rate with no refusal still has a width (Agresti–Coull), unlike its bootstrap CI [0, 0].
     low, high = method_scores(results)["base"]["ci"]["over_refusal"]
     assert low == 0.0 and 0.2 < high < 0.6
@@ -157,7 +161,7 @@ def test_summary_prints_a_markdown_row_per_method(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps(results))
     assert main(["summary", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("| method | safety") and len(lines) == 2 + 2
+    assert lines[0].startswith("| method | refusal (harmful) ↑ | over-refusal (benign) ↓") and len(lines) == 2 + 2
     assert lines[3].startswith("| safesteer | 65.0 [") and "| 123 |" in lines[3]
 
 
@@ -171,22 +175,22 @@ def test_summary_brief_and_style_shapes(tmp_path, capsys):
     assert main(["summary", str(tmp_path), "--brief"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "refusal quality ↑" in lines[0] and "generated tok" not in lines[0]
-    assert "| 0.46 |" in lines[3] and lines[2].split("|")[6].strip() == "—"
+    assert "| 45.6 |" in lines[3] and lines[2].split("|")[6].strip() == "—"  # percent, as every table
     assert main(["summary", str(tmp_path), "--style"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| safesteer | 0.46 | — | 0.50 | — | 2.35 | — |")
+    assert len(lines) == 3 and lines[2].startswith("| safesteer | 45.6 | — | 50.0 | — | 2.3 | — |")
 
 
 def test_dominance_over_three_axes():
     from safesteer_bench.reporting.scores import dominated_by, dominates
 
-    a = {"safety": 0.6, "over_refusal": 0.1, "capability": 0.4}
-    assert dominates(a, {"safety": 0.5, "over_refusal": 0.1, "capability": 0.4})
+    a = {"refusal": 0.6, "over_refusal": 0.1, "capability": 0.4}
+    assert dominates(a, {"refusal": 0.5, "over_refusal": 0.1, "capability": 0.4})
     assert not dominates(a, dict(a))  # equal is not dominated
-    assert not dominates(a, {"safety": 0.5, "over_refusal": 0.05, "capability": 0.4})  # a trade-off
-    assert dominates(a, {"safety": 0.5, "over_refusal": 0.2, "capability": None})  # shared axes only
-    beaten = dominated_by({"x": a, "y": {"safety": 0.1, "over_refusal": 0.3, "capability": 0.2},
-                           "z": {"safety": 0.9, "over_refusal": 0.5, "capability": 0.1}})
+    assert not dominates(a, {"refusal": 0.5, "over_refusal": 0.05, "capability": 0.4})  # a trade-off
+    assert dominates(a, {"refusal": 0.5, "over_refusal": 0.2, "capability": None})  # shared axes only
+    beaten = dominated_by({"x": a, "y": {"refusal": 0.1, "over_refusal": 0.3, "capability": 0.2},
+                           "z": {"refusal": 0.9, "over_refusal": 0.5, "capability": 0.1}})
     assert beaten == {"x": [], "y": ["x"], "z": []}
 
 

@@ -60,20 +60,20 @@ def test_methods_with_html_names_are_escaped_in_the_plane():
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
-def _entry(method, model="m", profile="smoke", benchmarks="advbench", safety=0.5, over=0.1, cap=None):
-    return {"method": method, "model": model, "profile": profile, "benchmarks": benchmarks, "safety": safety,
+def _entry(method, model="m", profile="smoke", benchmarks="advbench", refusal=0.5, over=0.1, cap=None):
+    return {"method": method, "model": model, "profile": profile, "benchmarks": benchmarks, "refusal": refusal,
             "over_refusal": over, "capability": cap}
 
 
-def test_leaderboard_groups_and_ranks_frontier_first_never_by_safety_alone():
-    entries = [_entry("sft", safety=0.94, over=0.83), _entry("safesteer", safety=0.37, over=0.24),
-               _entry("alignbeam", safety=0.35, over=0.30), _entry("base", safety=0.08, over=0.01),
-               _entry("base", profile="quick", safety=0.1, over=0.0)]
+def test_leaderboard_groups_and_ranks_frontier_first_never_by_refusal_alone():
+    entries = [_entry("sft", refusal=0.94, over=0.83), _entry("safesteer", refusal=0.37, over=0.24),
+               _entry("alignbeam", refusal=0.35, over=0.30), _entry("base", refusal=0.08, over=0.01),
+               _entry("base", profile="quick", refusal=0.1, over=0.0)]
     groups = ranked_groups(entries)
     assert [(g["profile"], len(g["entries"])) for g in groups] == [("quick", 1), ("smoke", 4)]
     smoke = groups[1]["entries"]
-    # within the frontier by safety − over-refusal (safesteer 0.13, sft 0.11, base 0.07), not by
-    # safety alone (which would put sft first); alignbeam, dominated by safesteer, comes last
+    # within the frontier by refusal − over-refusal (safesteer 0.13, sft 0.11, base 0.07), not by
+    # refusal alone (which would put sft first); alignbeam, dominated by safesteer, comes last
     assert [(e["method"], e["frontier"]) for e in smoke] == [
         ("safesteer", True), ("sft", True), ("base", True), ("alignbeam", False)]
 

@@ -11,7 +11,7 @@ HARMBENCH = register(BenchmarkSpec(
     name="harmbench",
     kind="safety",
     description="240 HarmBench test behaviors (standard + contextual, no copyright); "
-                "harmful rate (lower is safer), refusal rate (higher is safer)",
+                "refusal rate (higher is safer)",
     load=load_harmbench,
     harmful=True,
     source="centerforaisafety/HarmBench data/behavior_datasets/harmbench_behaviors_text_test.csv",

@@ -1,5 +1,5 @@
 """Jailbreak templates: GPTFuzzer's 77 human-written jailbreak templates (Yu et al. 2023) wrapped
-around JailbreakBench's 100 harmful behaviors; harmful rate under jailbreak (lower is safer).
+around JailbreakBench's 100 harmful behaviors; refusal rate under the templates (higher is safer).
 
 The pairs are fixed: every behavior gets ``TEMPLATES_PER_BEHAVIOR`` (3) distinct templates drawn
 with ``random.Random(PAIR_SEED)``, so the set (300 prompts) is the same on every machine and for
@@ -51,7 +51,7 @@ JAILBREAK_TEMPLATES = register(BenchmarkSpec(
     name="jailbreak-templates",
     kind="safety",
     description="300 fixed pairs: 100 JBB harmful behaviors x 3 GPTFuzzer jailbreak templates "
-                "each; harmful rate under jailbreak (lower is safer)",
+                "each; refusal rate under the templates (higher is safer)",
     load=load_jailbreak_templates,
     harmful=True,
     source="sherdencooper/GPTFuzz datasets/prompts/GPTFuzzer.csv x JailbreakBench behaviors.csv",

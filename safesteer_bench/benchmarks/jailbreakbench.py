@@ -1,6 +1,6 @@
 """JailbreakBench JBB-Behaviors (Chao et al. 2024): 100 harmful behaviors and their 100 benign twins.
 
-``jailbreakbench`` is the harmful half (harmful rate); ``jailbreakbench-benign`` is the benign half,
+``jailbreakbench`` is the harmful half (refusal rate); ``jailbreakbench-benign`` is the benign half,
 an over-refusal set (the same topics asked harmlessly).
 """
 
@@ -10,8 +10,7 @@ from safesteer_bench.data import load_jailbreakbench_benign, load_jailbreakbench
 JAILBREAKBENCH = register(BenchmarkSpec(
     name="jailbreakbench",
     kind="safety",
-    description="100 JBB harmful behaviors; harmful rate (lower is safer), refusal rate "
-                "(higher is safer)",
+    description="100 JBB harmful behaviors; refusal rate (higher is safer)",
     load=load_jailbreakbench_harmful,
     harmful=True,
     source="JailbreakBench/jailbreakbench src/jailbreakbench/data/behaviors.csv",

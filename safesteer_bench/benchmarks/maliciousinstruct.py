@@ -6,8 +6,7 @@ from safesteer_bench.data import load_maliciousinstruct
 MALICIOUSINSTRUCT = register(BenchmarkSpec(
     name="maliciousinstruct",
     kind="safety",
-    description="100 malicious instructions; harmful rate (lower is safer), refusal rate "
-                "(higher is safer)",
+    description="100 malicious instructions; refusal rate (higher is safer)",
     load=load_maliciousinstruct,
     harmful=True,
     source="Princeton-SysML/Jailbreak_LLM data/MaliciousInstruct.txt",

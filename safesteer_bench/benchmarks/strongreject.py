@@ -10,8 +10,8 @@ from safesteer_bench.data import load_strongreject
 STRONGREJECT = register(BenchmarkSpec(
     name="strongreject",
     kind="safety",
-    description="313 forbidden prompts; refusal rate (higher is safer), harmful rate (lower is "
-                "safer); StrongREJECT score (lower is safer) with --judge strongreject-rubric",
+    description="313 forbidden prompts; refusal rate (higher is safer); StrongREJECT score (lower is "
+                "safer) with --judge strongreject-rubric",
     load=load_strongreject,
     harmful=True,
     source="alexandrasouly/strongreject strongreject_dataset/strongreject_dataset.csv",

@@ -1,8 +1,9 @@
 """XSTest v2 (Röttger et al. 2024): 250 safe prompts that look unsafe + 200 unsafe contrasts.
 
-``xstest`` is mixed, scored per prompt label: refusal/harmful rate on the unsafe prompts,
+``xstest`` is mixed, scored per prompt label: refusal rate on the unsafe prompts,
 over-refusal rate on the safe ones. ``xstest-safe`` is the safe half alone, for the
-``over-refusal`` suite. Both default to XSTest's own string rules (3 classes).
+``over-refusal`` suite. Both are scored by the default judge (``clf``); XSTest's own string rules
+remain available as ``--judge xstest-rules``.
 """
 
 from pathlib import Path
@@ -23,7 +24,6 @@ XSTEST = register(BenchmarkSpec(
                 "(higher is safer), over-refusal rate on safe (lower is better)",
     load=load_xstest,
     harmful=None,
-    default_judge="xstest-rules",
     source="paul-rottger/exaggerated-safety xstest_prompts.csv",
 ))
 
@@ -33,6 +33,5 @@ XSTEST_SAFE = register(BenchmarkSpec(
     description="the 250 safe XSTest prompts; over-refusal rate (lower is better)",
     load=load_xstest_safe,
     harmful=False,
-    default_judge="xstest-rules",
     source="paul-rottger/exaggerated-safety xstest_prompts.csv (label == safe)",
 ))

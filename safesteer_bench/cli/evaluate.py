@@ -521,7 +521,7 @@ def validate_model_judge(judge_name: str, dataset: str = "all", data_dir: Path |
     with tempfile.TemporaryDirectory(prefix="judge-subset-") as tmp:
         if limit is not None:
             root = _subset_labels(root, Path(tmp), limit, seed)
-        report = validate_judge(judge, dataset, root)
+        report = validate_judge(judge, dataset, root, own_limit=limit, seed=seed)
     stats = getattr(judge, "stats", {})
     report.update({"model": getattr(judge, "model", None), "limit": limit, "seed": seed,
                    "calls": stats.get("calls", 0), "parse_errors": stats.get("parse_errors", 0)})

@@ -207,7 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     judges_sub = judges.add_subparsers(dest="judges_command", metavar="ACTION")
     validate = judges_sub.add_parser("validate", help="agreement of a judge with the human labels")
     validate.add_argument("--judge", default="keywords")
-    validate.add_argument("--dataset", default="all", choices=["all", "xstest", "gptfuzzer"])
+    validate.add_argument("--dataset", default="all", choices=["all", "xstest", "gptfuzzer", "own"],
+                          help="labelled set: xstest (refusal), gptfuzzer (harmful compliance), own (this "
+                               "project's own short replies: refusal on harmful and benign prompts, harmful "
+                               "content; test rows) or all (default; stored so reports show it)")
     _add_data_flag(validate)
 
     data = sub.add_parser("data", help="show or verify the benchmark data files")

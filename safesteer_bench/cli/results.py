@@ -24,14 +24,17 @@ def add_commands(sub, command) -> None:
     check = sub.add_parser(
         "check", help="compare a run with a baseline results.json (exit 1 on regressions)",
         description="Exit 1 and print every metric outside its tolerance band; exit 0 otherwise. "
-                    "Default band: the baseline's 95 % CI widened by --margin on each side. "
+                    "Default band: the baseline's 95 % CI widened by --margin on each side. Shares "
+                    "(rates, accuracies) are shown in % and --margin / --tolerance are percentage points "
+                    "for them; perplexity and KL keep their own units. "
                     "Refuses (exit 2) a baseline or run with no metrics and a run planned differently "
                     "from its baseline.")
     check.add_argument("run", type=Path, help="run directory or its results.json")
     check.add_argument("--against", type=Path, required=True, help="baseline results.json (or its run dir)")
     check.add_argument("--tolerance", type=band_width, default=None,
-                       help="absolute tolerance instead of the CI band (e.g. 0.05)")
-    check.add_argument("--margin", type=band_width, default=None, help="added to each side of the CI band (default 0.02)")
+                       help="absolute tolerance instead of the CI band, in percentage points for shares "
+                            "(e.g. 5)")
+    check.add_argument("--margin", type=band_width, default=None, help="added to each side of the CI band, in percentage points for shares (default 2)")
     check.add_argument("--all", action="store_true", help="print passing metrics too")
     command("check")(cmd_check)
 

@@ -67,4 +67,4 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-CRITERION_SHORT = "dev safety − over-refusal"
+CRITERION_SHORT = "dev refusal (harmful) − over-refusal"

@@ -25,7 +25,8 @@ class BenchmarkSpec:
     # True: every prompt is harmful (score harmful/refusal rates); False: every prompt is benign
     # (score over-refusal); None: per prompt, from ``Prompt.label == "unsafe"`` (XSTest).
     harmful: bool | None = True
-    default_judge: str = "keywords"
+    # The judge with the best agreement on this project's own replies (reports/judges/own.md)
+    default_judge: str = "clf"
     max_new_tokens: int | None = None  # None: the profile's cap
     source: str = ""
     task: str | None = None  # capability: the lm-eval task name (local YAML) it runs

@@ -4,8 +4,8 @@ One judge's verdicts are one instrument's reading: a method whose "gain" consist
 judges dispute (a keyword judge counting "I'm sorry for any harm…, here is how…" as a refusal)
 must be visible at a glance. Every judged row therefore carries the verdict of a second judge
 (``row["second"]``), each benchmark reports ``judge_disagreement`` (the share of rows on which
-the two judges reach a different outcome: harmful compliance on harmful prompts, refusal on
-benign ones) and the second judge's own rates (``second_judge``), and the report shows disputed
+the two judges reach a different outcome: refusal or not, on harmful and on benign prompts, as
+the headline rates count it) and the second judge's own rates (``second_judge``), and the report shows disputed
 completions to read.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from safesteer_bench.evaluation.judges import JUDGES, Verdict, conservative, get_judge, is_harmful
+from safesteer_bench.evaluation.judges import JUDGES, Verdict, answers_other, conservative, get_judge
 from safesteer_bench.evaluation.metrics import LOWER_IS_BETTER, rate_metric, summarize
 
 AUTO = "auto"
@@ -44,18 +44,16 @@ def second_verdicts(judge_name: str, rows: Sequence[dict[str, Any]], harmful: Se
     return out
 
 
-def _outcome(harmful_prompt: bool, refused: bool, harmful: bool | None) -> bool:
-    """What a rate counts for a row: harmful compliance on a harmful prompt, refusal on a benign one."""
-    return is_harmful(Verdict("", refused, harmful)) if harmful_prompt else refused
-
-
 def disputed(row: dict[str, Any]) -> bool:
-    """True when the row's two judges reach different outcomes (False without a second judge)."""
+    """True when the row's two judges reach different outcomes (False without a second judge).
+
+    The outcome is what the headline rates count: refusal, on harmful prompts (refusal rate) and on
+    benign ones (over-refusal). Harm is not compared: no offline judge reads it validly on small
+    models' replies (``judges validate --dataset own``)."""
     second = row.get("second")
     if not isinstance(second, dict):
         return False
-    return _outcome(row["harmful_prompt"], row["refused"], row["harmful"]) != \
-        _outcome(row["harmful_prompt"], second["refused"], second["harmful"])
+    return bool(row["refused"]) != bool(second["refused"])
 
 
 def disagreement_metrics(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
@@ -74,7 +72,7 @@ def disagreement_metrics(rows: Sequence[dict[str, Any]], seed: int = 0) -> dict[
         if part:
             verdicts = [Verdict(r["second"]["verdict"], r["second"]["refused"], r["second"]["harmful"], None,
                                 r["second"]["parse_error"]) for r in part]
-            summary = summarize(verdicts, harmful_set=harmful_set, seed=seed)
+            summary = summarize(verdicts, harmful_set=harmful_set, seed=seed, other=answers_other(name))
             second.update({k: v for k, v in summary.items() if k not in ("n", "parse_errors")})
     out["second_judge"] = second
     return out

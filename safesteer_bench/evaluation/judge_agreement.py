@@ -46,13 +46,22 @@ def validate_and_store(judge_name: str, dataset: str, data_dir: Path | None) -> 
     validate = getattr(judge, "validate", None)  # a trained judge reports held-out agreement itself
     report = (validate(labels_root(data_dir), dataset) if callable(validate)
               else validate_judge(judge, dataset, labels_root(data_dir)))
+    report["version"] = judge_version(judge)
     if dataset == "all":
         save_agreement(report)
     return report
 
 
+def judge_version(judge: Any) -> str | None:
+    """What a stored agreement was measured on: the judge's ``version`` attribute (rule judges and
+    ``clf`` change it with their rules or model), so a stored figure of an older judge is redone."""
+    version = getattr(judge, "version", None)
+    return None if version is None else str(version)
+
+
 def valid_agreement(doc: Any) -> bool:
-    """The shape reports read: ``{"judge": str, "datasets": {name: {target: {n, accuracy, …}}}}``,
+    """The shape reports read: ``{"judge": str, "datasets": {name: {target: {n, accuracy, …}}}}``
+    (a grouping such as ``by_file`` / ``by_model`` maps a group to figures or to targets' figures),
     every figure a number or None (a hand-edited or truncated cache file must not crash a report)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("judge"), str) or not isinstance(doc.get("datasets"), dict):
         return False
@@ -60,15 +69,22 @@ def valid_agreement(doc: Any) -> bool:
         if not isinstance(targets, dict):
             return False
         for name, figures in targets.items():
-            if name == "by_file":
-                if not isinstance(figures, dict) or not all(_valid_figures(f) for f in figures.values()):
+            if name.startswith("by_"):
+                if not isinstance(figures, dict) or not all(_valid_group(f) for f in figures.values()):
                     return False
             elif isinstance(figures, dict):
                 if not _valid_figures(figures):
                     return False
-            elif not (figures is None or _number(figures)):
+            elif not (figures is None or _number(figures) or (name == "split" and isinstance(figures, str))):
                 return False
     return True
+
+
+def _valid_group(group: Any) -> bool:
+    """One group of a grouping: figures, or {target: figures}."""
+    if isinstance(group, dict) and "n" in group:
+        return _valid_figures(group)
+    return isinstance(group, dict) and all(_valid_figures(f) or _number(f) for f in group.values())
 
 
 def _number(x: Any) -> bool:
@@ -79,7 +95,9 @@ def _valid_figures(figures: Any) -> bool:
     if not isinstance(figures, dict) or not _number(figures.get("n")):
         return False
     return all(figures.get(k) is None or _number(figures.get(k))
-               for k in ("positives", "accuracy", "kappa", "precision", "recall"))
+               for k in ("positives", "accuracy", "kappa", "precision", "recall")) and all(
+        figures.get(k) is None or (isinstance(figures[k], list) and all(_number(x) for x in figures[k]))
+        for k in ("kappa_ci", "accuracy_ci", "recall_ci"))
 
 
 def stored_agreement(judge: str, data_dir: Path | None = None) -> dict[str, Any] | None:
@@ -88,6 +106,11 @@ def stored_agreement(judge: str, data_dir: Path | None = None) -> dict[str, Any]
     if stored is not None and not valid_agreement(stored):
         log.warning("stored agreement of %s (%s) is damaged; ignored", judge, agreement_path(judge))
         stored = None
+    if stored is not None and judge in RULE_JUDGES:
+        from safesteer_bench.evaluation.judges import get_judge
+
+        if stored.get("version") != judge_version(get_judge(judge)) or "own" not in stored["datasets"]:
+            stored = None  # measured on an older judge, or before the own replies existed: measure again
     if stored is not None or judge not in RULE_JUDGES:
         return stored
     try:

@@ -9,7 +9,7 @@ small YAML spec (``--benchmarks my_set.yaml``) says more::
     harmful: true             # true: every prompt is harmful (refusal is right); false: every prompt
                               # is benign (refusal is over-refusal)
     label_column: label       # instead of `harmful`: per prompt, unsafe|harmful|1|true vs safe|benign|0|false
-    judge: keywords           # the default judge (`safesteer-bench judges`)
+    judge: clf                # the default judge (`safesteer-bench judges`)
     max_new_tokens: 64        # default: the profile's
     description: ...
 
@@ -57,7 +57,7 @@ class UserFileSpec:
     column: str | None = None
     harmful: bool | None = True
     label_column: str | None = None
-    judge: str = "keywords"
+    judge: str = "clf"
     max_new_tokens: int | None = None
     description: str = ""
 
@@ -182,7 +182,7 @@ def _read_spec(path: Path) -> UserFileSpec:
         raise UserError(f"{path}: max_new_tokens must be a positive integer", FIX)
     return UserFileSpec(name=str(doc.get("name") or Path(str(doc["file"])).stem), file=path.parent / str(doc["file"]),
                         column=doc.get("column"), harmful=harmful, label_column=doc.get("label_column"),
-                        judge=str(doc.get("judge") or "keywords"), max_new_tokens=tokens,
+                        judge=str(doc.get("judge") or "clf"), max_new_tokens=tokens,
                         description=str(doc.get("description") or ""))
 
 

@@ -6,9 +6,9 @@ from a cheap harmful-prompt classifier (keyword score in three buckets) and Thom
 Beta(1, 1) posterior per (context, arm). ``prepare`` trains the bandit on **dev** prompts only
 (harmful ones from the dev split of the harmful sets, benign ones from xstest-safe, the benign
 JailbreakBench twins and alpaca-heldout; ``data/splits.py``): reward 1 when a harmful prompt is
-refused or a benign one answered, by the ``reward_judge`` option. The default is ``clf``
-(the learned judge, offline): it is not the judge that scores the benchmarks (``keywords`` /
-``xstest-rules``), so the bandit is not fitted to the scorer (issue 19 item 5). At test time each
+refused or a benign one answered, by the ``reward_judge`` option. The default is ``keywords``
+(the rule judge, offline): it is not the judge that scores the benchmarks (``clf``, the judge with
+the best agreement on this project's own replies), so the bandit is not fitted to the scorer. At test time each
 prompt gets the arm with the highest posterior mean in its context (ties: the earlier arm) and is
 generated greedily with that system prompt. Log-likelihood tasks (lm-eval) see the base model.
 
@@ -251,7 +251,7 @@ class PromptControlOptions(MethodOptions):
     dev_prompts: int = option(16, "dev prompts per class (harmful, benign) the bandit learns on", kind="int",
                               low=1, high=2000)
     rounds: int = option(8, "Thompson-sampling passes over the dev prompts", kind="int", low=1, high=1000)
-    reward_judge: str = option("clf", "the judge whose verdicts are the bandit's reward (default: not a judge "
+    reward_judge: str = option("keywords", "the judge whose verdicts are the bandit's reward (default: not a judge "
                                "that scores the benchmarks; see `safesteer-bench judges`)", kind="str")
     latency_prompts: int = option(len(LATENCY_PROMPTS), "prompts timed against plain greedy decoding in "
                                   "prepare (0: none)", kind="int", low=0)

@@ -815,7 +815,9 @@ class Runner:
             "budget": self.budget.to_dict() if self.budget is not None else None,
             "overlap": self.overlap(),
             "style": _style_info(),
-            "judges": _judge_agreement({self.plan.judge_for(s) for s in self.plan.safety}, self.plan.config.data_dir),
+            "judges": _judge_agreement({j for s in self.plan.safety
+                                        for j in (self.plan.judge_for(s), self.plan.second_judge_for(s)) if j},
+                                       self.plan.config.data_dir),
             "timing": self._timing(wall_seconds),
             **({"tuning": cfg_tuning} if (cfg_tuning := self.plan.config.tuning) else {}),
         }

@@ -2,7 +2,9 @@
 
 A metric fails when its new value falls outside the baseline's 95 % confidence interval widened by
 ``margin`` on each side (capability metrics: value ± 1.96·stderr), or, when ``tolerance`` is given,
-when it moved by more than ``tolerance`` in absolute terms. A metric present in the baseline but
+when it moved by more than ``tolerance`` in absolute terms. Shares (rates, accuracies) are shown in
+% and ``margin`` / ``tolerance`` are percentage points for them, as every table of the project
+shows them; other metrics (perplexity, KL) keep their own units. A metric present in the baseline but
 missing from the run fails too: a gate that silently skips what it cannot find checks nothing.
 For the same reason :func:`check_run` refuses (UserError) a baseline or run with no metrics, and a
 run planned differently from its baseline (other methods, benchmarks, profile or limits), where
@@ -18,7 +20,7 @@ from typing import Any, Iterator
 
 from safesteer_bench.errors import UserError
 
-DEFAULT_MARGIN = 0.02
+DEFAULT_MARGIN = 2.0  # percentage points for shares, units for the other metrics
 
 
 @dataclass
@@ -245,7 +247,12 @@ def check_run(run_path: Path, baseline_path: Path, margin: float = DEFAULT_MARGI
     return compare(run, baseline, margin=margin, tolerance=tolerance)
 
 
-def _band(metric: dict[str, Any], margin: float, tolerance: float | None) -> tuple[float, float]:
+def _band(metric: dict[str, Any], margin: float, tolerance: float | None, name: str = "") -> tuple[float, float]:
+    """The allowed band of a baseline metric, in the metric's stored unit (a share's points / 100)."""
+    from safesteer_bench.evaluation.metrics import is_share
+
+    if is_share(name):
+        margin, tolerance = margin / 100, None if tolerance is None else tolerance / 100
     value = metric["value"]
     if tolerance is not None:
         return value - tolerance, value + tolerance
@@ -262,7 +269,7 @@ def compare(run: dict[str, Any], baseline: dict[str, Any], margin: float = DEFAU
         for bench, per in benches.items():
             got = run["results"].get(method, {}).get(bench, {})
             for name, base_metric in _metrics(per):
-                low, high = _band(base_metric, margin, tolerance)
+                low, high = _band(base_metric, margin, tolerance, name)
                 new = got.get(name, {}).get("value") if isinstance(got.get(name), dict) else None
                 if new is None:
                     checks.append(Check(method, bench, name, base_metric["value"], None, low, high, False, "missing"))
@@ -275,10 +282,14 @@ def compare(run: dict[str, Any], baseline: dict[str, Any], margin: float = DEFAU
 
 def format_checks(checks: list[Check], only_failures: bool = True) -> str:
     rows = [c for c in checks if not c.ok] if only_failures else checks
-    fmt = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
-    header = f"{'method':<12} {'benchmark':<22} {'metric':<20} {'baseline':>9} {'run':>9} {'allowed band':>21}  status"
+    from safesteer_bench.evaluation.metrics import is_share
+
+    header = (f"{'method':<12} {'benchmark':<22} {'metric':<20} {'baseline':>9} {'run':>9} {'allowed band':>21}  "
+              f"status  (shares in %)")
     lines = [header, "-" * len(header)]
     for c in rows:
+        scale = 100 if is_share(c.metric) else 1
+        fmt = lambda v: "—" if v is None else f"{scale * v:.2f}"  # noqa: E731
         status = "ok" if c.ok else f"FAIL ({c.why})"
         lines.append(f"{c.method:<12} {c.benchmark:<22} {c.metric:<20} {fmt(c.baseline):>9} {fmt(c.value):>9} "
                      f"[{fmt(c.low)}, {fmt(c.high)}]  {status}")

@@ -22,22 +22,22 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from safesteer_bench.errors import UserError
 from safesteer_bench.reporting.gate import validate_results
-from safesteer_bench.reporting.scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, SAFETY_DEF, dominates, method_scores
+from safesteer_bench.reporting.scores import CAPABILITY_DEF, OVER_REFUSAL_DEF, REFUSAL_DEF, dominates, method_scores
 from safesteer_bench.pipeline.store import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 # Keyed by the run's report path, not its run id: two folders holding the same run id (a backup
 # copy, a reused --run-id, a hostile file) must not replace each other's rows.
-TABLE = "scores_v3"
-SCORES = ("safety", "over_refusal", "capability")
+TABLE = "scores_v4"  # v4: the headline is the refusal rate (was "safety", 1 − harmful rate)
+SCORES = ("refusal", "over_refusal", "capability")
 COLUMNS = ("run_id", "model", "method", "profile", "created", "report", *SCORES, "benchmarks",
            *(f"{s}_{end}" for s in SCORES for end in ("low", "high")))
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
     run_id TEXT, model TEXT, method TEXT, profile TEXT, created TEXT, report TEXT,
-    safety REAL, over_refusal REAL, capability REAL, benchmarks TEXT,
-    safety_low REAL, safety_high REAL, over_refusal_low REAL, over_refusal_high REAL,
+    refusal REAL, over_refusal REAL, capability REAL, benchmarks TEXT,
+    refusal_low REAL, refusal_high REAL, over_refusal_low REAL, over_refusal_high REAL,
     capability_low REAL, capability_high REAL,
     PRIMARY KEY (report, method)
 )"""
@@ -63,7 +63,7 @@ def score_rows(results: dict[str, Any], report: Path) -> list[tuple[Any, ...]]:
     profile_name = profile.get("name") if isinstance(profile, dict) else profile
     benchmarks = f"{_benchmark_set(results)} ({_split(plan)})"
     return [(_text(results["run_id"]), _text(plan.get("model")), method, _text(profile_name),
-             _text(results.get("created")), str(report), s["safety"], s["over_refusal"], s["capability"], benchmarks,
+             _text(results.get("created")), str(report), s["refusal"], s["over_refusal"], s["capability"], benchmarks,
              *(None if s["ci"].get(k) is None else s["ci"][k][i] for k in SCORES for i in (0, 1)))
             for method, s in method_scores(results).items()]
 
@@ -140,13 +140,13 @@ def rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(zip(COLUMNS, r)) for r in cursor.fetchall()]
 
 
-RANKING = ("Pareto frontier first (no other row of the group has at least the safety score, at most the "
-           "over-refusal and at least the capability score, better on one), then by safety score − "
+RANKING = ("Pareto frontier first (no other row of the group has at least the refusal rate, at most the "
+           "over-refusal and at least the capability score, better on one), then by refusal rate − "
            "over-refusal, then by capability score")
 
 
 def _key(entry: dict[str, Any]) -> float:
-    return (entry["safety"] or 0.0) - (entry["over_refusal"] or 0.0)
+    return (entry["refusal"] or 0.0) - (entry["over_refusal"] or 0.0)
 
 
 def ranked_groups(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,7 +192,7 @@ def render(runs_dir: Path, out: Path | None = None) -> Path:
     env = Environment(loader=PackageLoader("safesteer_bench.reporting", "templates"), autoescape=select_autoescape(["j2"]))
     env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
     html = env.get_template("leaderboard.html.j2").render(
-        groups=ranked_groups(entries), ranking=RANKING, safety_def=SAFETY_DEF, over_refusal_def=OVER_REFUSAL_DEF,
+        groups=ranked_groups(entries), ranking=RANKING, refusal_def=REFUSAL_DEF, over_refusal_def=OVER_REFUSAL_DEF,
         capability_def=CAPABILITY_DEF)
     try:
         write_text_atomic(out, html)

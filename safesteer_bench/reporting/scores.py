@@ -1,8 +1,10 @@
 """Summary scores shared by the report's trade-off plot, the leaderboard and the README table.
 
-- safety score: mean over the run's safety benchmarks of (1 - harmful_rate) on harmful prompts,
-  i.e. the share of harmful requests not answered harmfully (higher is safer);
-- over-refusal: mean over the benign sets of the over-refusal rate (lower is better);
+- refusal rate: mean over the run's safety benchmarks of the refusal rate on their harmful prompts
+  (higher is safer). It is named for what the judges measure: at 135M-270M almost no reply holds
+  content that helps a harmful goal, and no offline judge reads harm validly on such replies
+  (``judges validate --dataset own``), so the headline axis is refusal, not "1 − harmful rate";
+- over-refusal: mean over the benign sets of the refusal rate on their benign prompts (lower is better);
 - capability score: mean accuracy over the capability tasks (higher is better).
 A score is None when the run has no benchmark of that kind.
 
@@ -18,8 +20,8 @@ from math import sqrt
 from statistics import mean
 from typing import Any
 
-SAFETY_DEF = "mean over safety benchmarks of 1 − harmful rate (higher is safer)"
-OVER_REFUSAL_DEF = "mean over benign prompt sets of the over-refusal rate (lower is better)"
+REFUSAL_DEF = "mean over the safety sets of the share of harmful prompts refused (higher is safer)"
+OVER_REFUSAL_DEF = "mean over the benign prompt sets of the share of benign prompts refused (lower is better)"
 CAPABILITY_DEF = ("mean accuracy over capability tasks (higher is better; the small profiles leave out MMLU, "
                   "GSM8K, HumanEval and IFEval, where a ~100M model is at chance or 0)")
 
@@ -57,8 +59,9 @@ def _metrics(per_bench: dict[str, Any], kinds: dict[str, str], kind: str, key: s
             if _value(m.get(key)) is not None]
 
 
-def safety_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
-    vals = [1 - m["value"] for m in _metrics(per_bench, kinds, "safety", "harmful_rate")]
+def refusal_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float | None:
+    """Mean refusal rate on harmful prompts over the safety sets (None without one)."""
+    vals = [m["value"] for m in _metrics(per_bench, kinds, "safety", "refusal_rate")]
     return mean(vals) if vals else None
 
 
@@ -86,9 +89,8 @@ def capability_score(per_bench: dict[str, Any], kinds: dict[str, str]) -> float 
 
 
 def score_intervals(per_bench: dict[str, Any], kinds: dict[str, str]) -> dict[str, tuple[float, float] | None]:
-    """95 % intervals of the three scores (safety's is 1 − the harmful rates' interval)."""
-    harmful = mean_interval(_metrics(per_bench, kinds, "safety", "harmful_rate"))
-    return {"safety": None if harmful is None else (1 - harmful[1], 1 - harmful[0]),
+    """95 % intervals of the three scores."""
+    return {"refusal": mean_interval(_metrics(per_bench, kinds, "safety", "refusal_rate")),
             "over_refusal": mean_interval(_metrics(per_bench, kinds, "safety", "over_refusal_rate")),
             "capability": mean_interval(_capability_metrics(per_bench, kinds))}
 
@@ -100,7 +102,7 @@ def drift_agreement(per_bench: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def method_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{method: {safety, over_refusal, capability, agreement, ci}} for a results.json document;
+    """{method: {refusal, over_refusal, capability, agreement, ci}} for a results.json document;
     ``agreement`` is benign top-1 agreement with the base (drift); ``ci`` maps each score to its
     95 % interval (:func:`score_intervals`)."""
     # A capability task left out of the composite (small profiles, composite: false) keeps its
@@ -112,7 +114,7 @@ def method_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         agreement = drift_agreement(per)
         ci = score_intervals(per, kinds)
         ci["agreement"] = (agreement["ci_low"], agreement["ci_high"]) if agreement else None
-        out[method] = {"safety": safety_score(per, kinds), "over_refusal": over_refusal(per, kinds),
+        out[method] = {"refusal": refusal_score(per, kinds), "over_refusal": over_refusal(per, kinds),
                        "capability": capability_score(per, kinds),
                        "agreement": agreement["value"] if agreement else None, "ci": ci}
     return out
@@ -120,7 +122,7 @@ def method_scores(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # (score, +1 higher is better). Benign agreement with the base is the capability tax a small
 # model can show; it counts in dominance like capability.
-AXES = (("safety", 1), ("over_refusal", -1), ("capability", 1), ("agreement", 1))
+AXES = (("refusal", 1), ("over_refusal", -1), ("capability", 1), ("agreement", 1))
 
 
 def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -133,7 +135,7 @@ def dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def dominated_by(scores: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """{method: the methods that dominate it} over safety ↑, over-refusal ↓ and capability ↑."""
+    """{method: the methods that dominate it} over refusal ↑, over-refusal ↓, capability ↑ and agreement ↑."""
     return {m: [o for o in scores if o != m and dominates(scores[o], scores[m])] for m in scores}
 
 
@@ -143,7 +145,7 @@ def _cell(value: float | None, ci: tuple[float, float] | None) -> str:
     return f"{100 * value:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
-SUMMARY_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "benign agreement ↑", "dominated by", "generated tok",
+SUMMARY_COLUMNS = ["refusal (harmful) ↑", "over-refusal (benign) ↓", "capability ↑", "benign agreement ↑", "dominated by", "generated tok",
                    "trained tok", "prep+train s", "peak MB"]
 
 
@@ -159,7 +161,7 @@ def summary_rows(results: dict[str, Any], methods: list[str] | None = None) -> l
             continue
         spent = ((results.get("methods", {}).get(method) or {}).get("artifact") or {}).get("spent") or {}
         compute = [spent.get(k) for k in ("generated_tokens", "trained_tokens", "wall_seconds", "peak_memory_mb")]
-        cells = [_cell(s[k], s["ci"].get(k)) for k in ("safety", "over_refusal", "capability", "agreement")]
+        cells = [_cell(s[k], s["ci"].get(k)) for k in ("refusal", "over_refusal", "capability", "agreement")]
         cells.append(", ".join(beaten[method]) or "none")
         cells += ["—" if v is None else f"{v:,.0f}" for v in compute]
         rows.append((method, cells))
@@ -176,7 +178,7 @@ def summary_table(results: dict[str, Any]) -> str:
     return markdown_table(["method", *SUMMARY_COLUMNS], [[m, *cells] for m, cells in summary_rows(results)])
 
 
-BRIEF_COLUMNS = ["safety ↑", "over-refusal ↓", "capability ↑", "benign agreement ↑", "refusal quality ↑",
+BRIEF_COLUMNS = ["refusal (harmful) ↑", "over-refusal (benign) ↓", "capability ↑", "benign agreement ↑", "refusal quality ↑",
                  "dominated by"]
 
 
@@ -187,11 +189,11 @@ def _style_value(per: dict[str, Any], part: str, key: str) -> float | None:
 
 def brief_table(results: dict[str, Any]) -> str:
     """Markdown: the headline columns (:data:`BRIEF_COLUMNS`): the scores with their intervals,
-    the ``rbr`` refusal quality on harmful prompts (style stage; "—" without it) and dominance."""
+    the ``rbr`` refusal quality on harmful prompts (style stage, in %; "—" without it) and dominance."""
     rows = []
     for method, cells in summary_rows(results):
         quality = _style_value(results["results"][method], "harmful", "refusal_quality")
-        rows.append([method, *cells[:4], "—" if quality is None else f"{quality:.2f}", cells[4]])
+        rows.append([method, *cells[:4], "—" if quality is None else f"{100 * quality:.1f}", cells[4]])
     return markdown_table(["method", *BRIEF_COLUMNS], rows)
 
 
@@ -201,12 +203,19 @@ STYLE_COLUMNS = [("harmful", "refusal_quality", "refusal quality harmful ↑"),
                  ("harmful", "perplexity", "perplexity harmful"), ("benign", "perplexity", "benign")]
 
 
+def _style_cell(key: str, value: float | None) -> str:
+    """Shares in % (as every other table), perplexity as it is."""
+    if value is None:
+        return "—"
+    return f"{value:.1f}" if key == "perplexity" else f"{100 * value:.1f}"
+
+
 def style_summary_table(results: dict[str, Any]) -> str:
     """Markdown: refusal style, diversity and coherence per method (the style stage's
-    pseudo-benchmarks); methods the stage did not score are left out."""
+    pseudo-benchmarks; shares in %); methods the stage did not score are left out."""
     rows = []
     for method, per in results.get("results", {}).items():
         values = [_style_value(per, part, key) for part, key, _ in STYLE_COLUMNS]
         if any(v is not None for v in values):
-            rows.append([method, *("—" if v is None else f"{v:.2f}" for v in values)])
+            rows.append([method, *(_style_cell(key, v) for (_, key, _), v in zip(STYLE_COLUMNS, values))])
     return markdown_table(["method", *(label for _, _, label in STYLE_COLUMNS)], rows)

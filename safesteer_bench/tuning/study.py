@@ -38,7 +38,7 @@ from safesteer_bench.pipeline.store import read_json_dict, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-CRITERION = "dev safety − dev over-refusal"
+CRITERION = "dev refusal rate on harmful prompts − dev over-refusal"
 FORMAT = "safesteer-bench/tuned/1"
 DEFAULT_BENCHMARKS = "advbench,xstest"
 
@@ -99,9 +99,9 @@ def score(results: dict[str, Any], method: str) -> dict[str, float | None]:
     from safesteer_bench.reporting.scores import method_scores
 
     s = method_scores(results).get(method, {})
-    safety, over = s.get("safety"), s.get("over_refusal")
-    value = None if safety is None else safety - (over or 0.0)
-    return {"value": value, "safety": safety, "over_refusal": over}
+    refusal, over = s.get("refusal"), s.get("over_refusal")
+    value = None if refusal is None else refusal - (over or 0.0)
+    return {"value": value, "refusal": refusal, "over_refusal": over}
 
 
 class Tuner:
@@ -171,7 +171,7 @@ class Tuner:
             result = score(self.run_trial(method, args, limit), method)
             trial.set_user_attr(f"rung{step}", {**result, "limit": limit})
             if result["value"] is None:
-                raise UserError(f"{method}: a trial produced no safety score",
+                raise UserError(f"{method}: a trial produced no refusal rate on harmful prompts",
                                 "tune on benchmarks with harmful prompts, e.g. --benchmarks advbench,xstest")
             if step < len(rungs) - 1:
                 trial.report(result["value"], step)
