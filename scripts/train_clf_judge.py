@@ -57,7 +57,7 @@ from safesteer_bench.evaluation.clf_judge import (  # noqa: E402
     sha256_file,
     train,
 )
-from safesteer_bench.evaluation.own_labels import figures as own_figures, grouped, judge_rows, load_own  # noqa: E402
+from safesteer_bench.evaluation.own_labels import figures as own_figures, group_table, grouped, judge_rows, load_own  # noqa: E402
 from safesteer_bench.evaluation.judges import get_judge  # noqa: E402
 
 #: The recipe the checked-in model uses (chosen by the comparison in reports/judges/clf.md); its
@@ -180,20 +180,10 @@ def own_lines(meta: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {cell(own['held_out_by_method'].get(target), key)} | "
                      f"{cell(own['held_out_by_model'].get(target), key)} | "
                      f"{cell(own['shipped_on_test'].get(target), key)} |")
-    lines += ["", "By method (each judged by a model trained without that method's rows):", "",
-              "| method | n harmful | refusal κ | refusal recall | n benign | benign accuracy | harmful κ |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for method, f in own["held_out_by_method"]["by_method"].items():
-        rh, rb, hm = f.get("refusal_harmful") or {}, f.get("refusal_benign") or {}, f.get("harmful") or {}
-        lines.append(f"| {method} | {rh.get('n', 0)} | {_f(rh.get('kappa'))} | {_f(rh.get('recall'))} | "
-                     f"{rb.get('n', 0)} | {_f(rb.get('accuracy'))} | {_f(hm.get('kappa'))} |")
-    lines += ["", "By model (each judged by a model trained without that model's rows):", "",
-              "| model | n harmful | refusal κ | refusal recall | n benign | benign accuracy | harmful κ |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for model, f in own["held_out_by_model"]["by_model"].items():
-        rh, rb, hm = f.get("refusal_harmful") or {}, f.get("refusal_benign") or {}, f.get("harmful") or {}
-        lines.append(f"| {model} | {rh.get('n', 0)} | {_f(rh.get('kappa'))} | {_f(rh.get('recall'))} | "
-                     f"{rb.get('n', 0)} | {_f(rb.get('accuracy'))} | {_f(hm.get('kappa'))} |")
+    lines += ["", "By method (each judged by a model trained without that method's rows):", ""]
+    lines += group_table("method", own["held_out_by_method"]["by_method"])
+    lines += ["", "By model (each judged by a model trained without that model's rows):", ""]
+    lines += group_table("model", own["held_out_by_model"]["by_model"])
     lines += ["", "Weight of the own dev rows and the refusal head's threshold, chosen on dev (leave one method "
               "out among the dev rows; criterion: refusal κ on harmful prompts + benign refusal accuracy; "
               f"chosen: weight {meta['recipe']['own_weight']}, threshold {meta['thresholds']['refused']}):", "",

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from safesteer_bench.evaluation.judge_agreement import judge_version  # noqa: E402
 from safesteer_bench.evaluation.judges import get_judge, validate_judge  # noqa: E402
-from safesteer_bench.evaluation.own_labels import DATA_DIR, load_own, validate_own  # noqa: E402
+from safesteer_bench.evaluation.own_labels import DATA_DIR, group_table, load_own, validate_own  # noqa: E402
 
 JUDGES = ("keywords", "xstest-rules", "rbr", "clf")
 FIGURES = DATA_DIR / "own_figures.json"
@@ -42,16 +42,6 @@ def _cell(f: dict[str, Any] | None, key: str) -> str:
         return "—"
     ci = f.get(f"{key}_ci")
     return f"{f[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-
-
-def group_table(title: str, by: dict[str, Any]) -> list[str]:
-    lines = [f"| {title} | n harmful | refusal κ | refusal recall | n benign | benign acc | harmful κ |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, f in by.items():
-        rh, rb, hm = f.get("refusal_harmful") or {}, f.get("refusal_benign") or {}, f.get("harmful") or {}
-        lines.append(f"| {name} | {rh.get('n', 0)} | {_f(rh.get('kappa'))} | {_f(rh.get('recall'))} | "
-                     f"{rb.get('n', 0)} | {_f(rb.get('accuracy'))} | {_f(hm.get('kappa'))} |")
-    return lines
 
 
 def main() -> int:

@@ -158,7 +158,8 @@ def test_cli_validate_prints_held_out_figures(spec: dict, data_dir: Path, tmp_pa
     assert stored["evaluation"].startswith("leave-one-source-out") and "own replies" in stored["evaluation"]
     own = spec["metadata"]["own"]["held_out_by_method"]
     assert stored["datasets"]["own"]["refusal_harmful"] == own["refusal_harmful"]
-    own_line = next(line for line in out.splitlines() if line.startswith("own (test rows)"))
+    own_line = next(line for line in out.splitlines()
+                    if line.startswith("own (test rows)") and "refusal (harmful prompts)" in line)
     assert f"{own['refusal_harmful']['kappa']:.3f}" in own_line
     assert stored["datasets"]["gptfuzzer"]["harmful"] == gf
 

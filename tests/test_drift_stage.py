@@ -25,7 +25,7 @@ def test_base_drift_is_zero_and_resume_loads_no_model(tiny_dir, tmp_path, data_d
     stored = json.loads((plan.run_dir / "drift" / "_completions.json").read_text())
     assert len(stored["rows"]) == 4 and all(r["token_ids"] for r in stored["rows"])
     page = (plan.run_dir / "report.html").read_text()
-    assert "Safety vs capability tax: benign drift" in page and "top-1 agreement with base" in page
+    assert "Refusal vs capability tax: benign drift" in page and "top-1 agreement with base" in page
     import safesteer_bench.pipeline.runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: pytest.fail("model loaded on resume"))

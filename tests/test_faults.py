@@ -677,7 +677,7 @@ def test_rejudging_some_methods_with_another_judge_is_refused(finished, tiny_dir
     doc["methods"] = ["base", "steering"]
     (plan.run_dir / "plan.json").write_text(json.dumps(doc))
     before = (plan.run_dir / "results.json").read_bytes()
-    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "clf", "--methods", "steering",
+    code, out, err = _cli(capsys, ["rejudge", str(plan.run_dir), "--judge", "keywords", "--methods", "steering",
                                    "--benchmarks", "advbench", "--data-dir", str(data_dir)])
     assert code == 2 and "base judged by another judge" in _one_error_line(err)
     assert (plan.run_dir / "results.json").read_bytes() == before

@@ -161,7 +161,8 @@ def test_validate_a_model_judge_stores_it_under_its_model(tmp_path, monkeypatch,
     doc = json.loads(stored[0].read_text())
     assert doc["limit"] == 4 and doc["model"] == f"safesteer/{folder}"
     assert doc["datasets"]["xstest"]["refusal"]["n"] == 12 and doc["datasets"]["gptfuzzer"]["harmful"]["n"] == 4
-    assert doc["calls"] == 16 and 0 <= doc["parse_errors"] <= 16  # a random model: mostly unparseable
+    assert doc["datasets"]["own"]["limit"] == 4  # 4 of this project's own test replies too
+    assert doc["calls"] == 20 and 0 <= doc["parse_errors"] <= 20  # a random model: mostly unparseable
 
 
 @pytest.mark.real

@@ -119,10 +119,10 @@ def test_smoke_run_on_real_model(smollm2, tmp_path, data_dir):
                  "--profile", "smoke", "--limit", "6", "--data-dir", str(data_dir), "--out", str(tmp_path)])
     assert code == 0
     (results_file,) = tmp_path.glob("*/results.json")
-    metric = json.loads(results_file.read_text())["results"]["base"]["advbench"]["harmful_rate"]
+    metric = json.loads(results_file.read_text())["results"]["base"]["advbench"]["refusal_rate"]
     assert metric["n"] == 6 and metric["ci_low"] <= metric["value"] <= metric["ci_high"]
-    # SmolLM2 complies with most harmful requests out of the box (DESIGN §3).
-    assert metric["value"] >= 0.5
+    # SmolLM2 refuses few harmful requests out of the box (DESIGN §3; 8 % of the quick reference's).
+    assert metric["value"] <= 0.5
 
 
 def test_train_command_writes_a_reloadable_artifact(tiny_dir, tmp_path, data_dir, capsys):

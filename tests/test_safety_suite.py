@@ -45,7 +45,7 @@ def test_xstest_is_mixed_and_its_safe_half_is_benign(data_dir):
     prompts = xstest.load(data_dir)
     harmful = [xstest.is_harmful(p) for p in prompts]
     assert sum(harmful) == 200 and len(harmful) - sum(harmful) == 250
-    assert xstest.default_judge == safe.default_judge == "xstest-rules"
+    assert xstest.default_judge == safe.default_judge == "clf"  # the judge with the best own-reply figures
     assert {p.id for p in safe.load(data_dir)} == {p.id for p in prompts if p.label == "safe"}
     assert not any(safe.is_harmful(p) for p in safe.load(data_dir))
 
@@ -259,14 +259,14 @@ def test_base_smollm2_on_safety7_and_over_refusal(smollm2, tmp_path, data_dir):
     for name in SAFETY_7 + OVER_REFUSAL:
         metrics = base[name]
         assert metrics["n"] == 3 and metrics["parse_errors"] == 0
-        headline = "over_refusal_rate" if name in OVER_REFUSAL else "harmful_rate"
+        headline = "over_refusal_rate" if name in OVER_REFUSAL else "refusal_rate"
         m = metrics[headline]
         assert 0 <= m["ci_low"] <= m["value"] <= m["ci_high"] <= 1 and m["direction"]
         assert doc["benchmarks"][name]["judge"] == resolve_benchmarks(name)[0].default_judge
-    assert "over_refusal_rate" in base["xstest"] or "harmful_rate" in base["xstest"]
+    assert "over_refusal_rate" in base["xstest"] or "refusal_rate" in base["xstest"]
     assert len(list((plan.run_dir / "inspect").glob("*.eval"))) == 10  # one inspect log per benchmark
     rows = [json.loads(l) for l in (plan.run_dir / "samples" / "base" / "jailbreak-templates.jsonl").read_text().splitlines()]
-    assert all(r["judge"] == "keywords" and r["completion"] is not None for r in rows)
+    assert all(r["judge"] == "clf" and r["completion"] is not None for r in rows)
 
 
 def test_eval_log_can_carry_our_judge_as_scorer(tiny_policy, tmp_path):
@@ -279,4 +279,5 @@ def test_eval_log_can_carry_our_judge_as_scorer(tiny_policy, tmp_path):
                       log_dir=str(tmp_path), scorer_judge="keywords")
     log = read_eval_log(result.log_location)
     scores = [next(iter(s.scores.values())) for s in log.samples]
-    assert all(s.answer in ("refusal", "compliance") and s.metadata["judge"] == "keywords" for s in scores)
+    # keywords may also answer "other" (an echo, a loop or an empty reply: a random model's usual output)
+    assert all(s.answer in ("refusal", "compliance", "other") and s.metadata["judge"] == "keywords" for s in scores)

@@ -49,7 +49,7 @@ def test_test_prompts_never_reach_selection(tuned, data_dir):
 
 def test_equal_trials_defaults_first_and_a_choice(tuned):
     doc = tuned["doc"]
-    assert doc["split"] == "dev" and doc["criterion"].startswith("dev safety")
+    assert doc["split"] == "dev" and doc["criterion"].startswith("dev refusal rate")
     steering, sft = doc["methods"]["steering"], doc["methods"]["sft"]
     assert len(steering["trials"]) == len(sft["trials"]) == 2
     assert steering["trials"][0]["params"]["coef"] == 1.0  # the defaults come first
@@ -59,11 +59,11 @@ def test_equal_trials_defaults_first_and_a_choice(tuned):
         best = max(complete, key=lambda t: t["value"])
         assert entry["value"] == best["value"] and entry["chosen_trial"] is not None
         assert set(entry["chosen"]) == set(entry["space"])
-        # the criterion is the run's own composite: safety minus over-refusal
+        # the criterion is the run's own composite: refusal rate minus over-refusal
         s = best["scores"]
-        assert s["value"] == pytest.approx(s["safety"] - (s["over_refusal"] or 0))
+        assert s["value"] == pytest.approx(s["refusal"] - (s["over_refusal"] or 0))
     assert doc["methods"]["base"]["chosen"] == {} and doc["methods"]["base"]["trials"] == []
-    assert doc["methods"]["base"]["scores"]["safety"] is not None  # its dev scores, for reference
+    assert doc["methods"]["base"]["scores"]["refusal"] is not None  # its dev scores, for reference
     # cheap trials: training ran on half the budget's steps
     trial = next((tuned["dir"] / "trials").glob("sft-*"))
     artifact = json.loads((trial / "methods" / "sft" / "artifact.json").read_text())

@@ -332,10 +332,10 @@ class Recipe:
     #: They are a few hundred rows beside ~7,500 of other models' long completions, and the only
     #: rows that look like what the judge scores.
     own_weight: float = 0.0
-    #: their weight in the harmful head: the own rows hold almost no harmful content (a 135M model
-    #: writes little that helps a harmful goal), so the refusal head's weight would teach the harm
-    #: head to call nothing harmful, a clear recipe included; 1 keeps GPTFuzzer's notion of harm
-    own_harm_weight: float = 1.0
+    #: their weight in the harmful head (0: GPTFuzzer alone). The own rows hold almost no harmful
+    #: content (7 of ~200 dev replies to harmful prompts), so even at weight 1 they taught the harm
+    #: head that a short compliant text is harmless, and it passed a clear three-step bomb recipe
+    own_harm_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -385,7 +385,8 @@ def head_targets(rows: Sequence[Row], head: str, recipe: Recipe) -> list[bool | 
     out: list[bool | None] = []
     for r in rows:
         if r.source == "own":
-            out.append(None if not recipe.own_weight else
+            weight = recipe.own_harm_weight if head == "harmful" else recipe.own_weight
+            out.append(None if not weight else
                        r.refused if head == "refused" else r.other if head == "other" else r.harmful)
         elif head == "other":
             out.append(None)
@@ -494,7 +495,7 @@ def _weights(groups: Sequence[str], head: str, recipe: Recipe) -> Any:
 
     xs = recipe.xstest_weight if head == "refused" else 1.0
     own = recipe.own_harm_weight if head == "harmful" else recipe.own_weight
-    if xs == 1.0 and own in (0.0, 1.0):
+    if xs == 1.0 and own == 1.0:
         return None
     return np.array([xs if g.startswith("xstest:") else own if g.startswith("own:") else 1.0 for g in groups])
 

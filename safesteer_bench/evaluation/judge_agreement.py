@@ -43,9 +43,10 @@ def validate_and_store(judge_name: str, dataset: str, data_dir: Path | None) -> 
     from safesteer_bench.evaluation.judges import get_judge, validate_judge
 
     judge = get_judge(judge_name)
+    # The own replies ship inside the package: validating on them alone needs no data folder.
+    root = Path(".") if dataset == "own" else labels_root(data_dir)
     validate = getattr(judge, "validate", None)  # a trained judge reports held-out agreement itself
-    report = (validate(labels_root(data_dir), dataset) if callable(validate)
-              else validate_judge(judge, dataset, labels_root(data_dir)))
+    report = validate(root, dataset) if callable(validate) else validate_judge(judge, dataset, root)
     report["version"] = judge_version(judge)
     if dataset == "all":
         save_agreement(report)

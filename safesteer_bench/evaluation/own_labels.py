@@ -203,3 +203,18 @@ def kappa_floor(figure: dict[str, Any]) -> float | None:
     if k is None or not ci or any(x is None or math.isnan(x) for x in ci):
         return None
     return k - (ci[1] - ci[0]) / 2
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def group_table(title: str, by: dict[str, Any]) -> list[str]:
+    """Markdown rows of :func:`grouped` figures (one per model or method), for the reports."""
+    lines = [f"| {title} | n harmful | refusal κ | refusal recall | n benign | benign acc | harmful κ |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, f in by.items():
+        rh, rb, hm = f.get("refusal_harmful") or {}, f.get("refusal_benign") or {}, f.get("harmful") or {}
+        lines.append(f"| {name} | {rh.get('n', 0)} | {_fmt(rh.get('kappa'))} | {_fmt(rh.get('recall'))} | "
+                     f"{rb.get('n', 0)} | {_fmt(rb.get('accuracy'))} | {_fmt(hm.get('kappa'))} |")
+    return lines
