@@ -56,7 +56,7 @@ baseline: $(STAMP)
 	cp runs/ci-smoke/results.json runs/ci-smoke/report.html runs/ci-smoke/budget.json reports/smoke-baseline/
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q -m "not real" $(PYTEST_ARGS)
