@@ -80,7 +80,8 @@ def test_hooked_and_decoder_policies_stay_on_hf_and_say_so(tiny_dir, tmp_path):
     from safesteer_bench.modeling.vllm_engine import attach_engine
 
     base = _base(tiny_dir)
-    hook = ResidualHook(layer=1, direction=torch.zeros(base.model.config.hidden_size), coef=1.0)
+    # An ablation hook does not fold into weights (modeling/fold.py); an add hook does (test_fold.py).
+    hook = ResidualHook(layer=1, direction=torch.ones(base.model.config.hidden_size), mode="ablate")
     steered = Policy("steering", base.model, base.tokenizer, "fp", hooks=(hook,))
     decoded = Policy("alignbeam", base.model, base.tokenizer, "fp", decoder=lambda p, c, g: [])
     for policy in (steered, decoded):
@@ -184,6 +185,58 @@ def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path, mo
 
 
 @needs_vllm
+def test_vllm_serves_a_steered_policy_greedy_equal_to_the_hook(tmp_path):
+    """A steered policy (add hooks at block 0 and a middle block) folded into weights and served
+    by vLLM, against the hooked model on HF, both fp32 (modeling/fold.py)."""
+    import torch
+
+    from safesteer_bench.modeling.generation import GenConfig
+    from safesteer_bench.modeling.hooks import ResidualHook
+    from safesteer_bench.modeling.models import load_model, resolve_model
+    from safesteer_bench.modeling.policy import Policy
+    from safesteer_bench.modeling.vllm_engine import attach_engine, shutdown_engines
+
+    base = load_model(resolve_model(str(_tiny_folder(tmp_path))), dtype="float32")
+    gen = torch.Generator().manual_seed(1)
+    hidden = base.model.config.hidden_size
+    hooks = (ResidualHook(2, torch.randn(hidden, generator=gen), coef=3.0),
+             ResidualHook(0, torch.randn(hidden, generator=gen), coef=1.0))
+    cfg = GenConfig(max_new_tokens=24, batch_size=8)
+    hooked = Policy("steering", base.model, base.tokenizer, "fp", hooks=hooks)
+    want = hooked.generate(PROMPTS, cfg, progress=False)
+    plain = Policy("base", base.model, base.tokenizer, "fp").generate(PROMPTS, cfg, progress=False)
+    assert [c.token_ids for c in want] != [c.token_ids for c in plain]  # the hooks matter
+    served = Policy("steering", base.model, base.tokenizer, "fp", hooks=hooks)
+    assert attach_engine(served, "vllm", base, tmp_path / "steering", dtype="float32") == "vllm-float32"
+    _compare(served.generate(PROMPTS, cfg, progress=False), want)
+    shutdown_engines()
+
+
+@needs_vllm
+@pytest.mark.real
+def test_vllm_serves_steered_smollm2_greedy_equal_to_the_hook(tmp_path):
+    """The steering baseline's kind of policy on the real model: its mean-difference direction
+    at a middle block, coefficient 1, fp32 on both engines."""
+    import torch
+
+    from safesteer_bench.modeling.generation import GenConfig
+    from safesteer_bench.modeling.hooks import ResidualHook
+    from safesteer_bench.modeling.models import load_model, resolve_model
+    from safesteer_bench.modeling.policy import Policy
+    from safesteer_bench.modeling.vllm_engine import attach_engine, shutdown_engines
+
+    base = load_model(resolve_model("smollm2-135m"), dtype="float32")
+    gen = torch.Generator().manual_seed(0)
+    hooks = (ResidualHook(12, torch.randn(base.model.config.hidden_size, generator=gen) * 2.0),)
+    cfg = GenConfig(max_new_tokens=32, batch_size=8)
+    want = Policy("steering", base.model, base.tokenizer, "fp", hooks=hooks).generate(PROMPTS, cfg, progress=False)
+    served = Policy("steering", base.model, base.tokenizer, "fp", hooks=hooks)
+    assert attach_engine(served, "vllm", base, tmp_path, dtype="float32") == "vllm-float32"
+    _compare(served.generate(PROMPTS, cfg, progress=False), want)
+    shutdown_engines()
+
+
+@needs_vllm
 @pytest.mark.real
 def test_vllm_greedy_equals_hf_on_smollm2():
     from safesteer_bench.modeling.generation import GenConfig, HFEngine
@@ -204,8 +257,8 @@ def test_vllm_greedy_equals_hf_on_smollm2():
 
 @needs_vllm
 def test_run_records_each_methods_engine_and_never_reuses_another_engines_completions(tmp_path, data_dir):
-    """--engine vllm: base on vLLM (bf16), steering (hooks) on HF, both in results and report;
-    the same run resumed with --engine hf regenerates base's completions, not steering's."""
+    """--engine vllm: base on vLLM (bf16) and steering too (its hook folded into weights), in
+    results and report; the same run resumed with --engine hf regenerates both methods' completions."""
     from safesteer_bench.pipeline.runner import RunConfig, Runner, make_plan
 
     def run(engine: str) -> dict:
@@ -216,7 +269,7 @@ def test_run_records_each_methods_engine_and_never_reuses_another_engines_comple
 
     first = run("vllm")
     assert first["methods"]["base"]["engine"] == "vllm-bfloat16"
-    assert first["methods"]["steering"]["engine"] == "hf"
+    assert first["methods"]["steering"]["engine"] == "vllm-bfloat16"
     assert first["plan"]["engine"] == "vllm"
     run_dir = tmp_path / "runs" / "engines"
     assert "vllm-bfloat16" in (run_dir / "report.html").read_text()
@@ -225,12 +278,12 @@ def test_run_records_each_methods_engine_and_never_reuses_another_engines_comple
         path = run_dir / "samples" / method / "advbench.gen.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    steering_rows = gen_rows("steering")
     second = run("hf")
     assert second["methods"]["base"]["engine"] == "hf" and "engine" not in second["plan"]
     base_keys = [r["key"] for r in gen_rows("base")]
     assert len(base_keys) == 6 and len(set(base_keys)) == 2  # 3 prompts x 2 engines: regenerated
-    assert gen_rows("steering") == steering_rows  # hooked: HF both times, its completions reused
+    steering_keys = [r["key"] for r in gen_rows("steering")]
+    assert len(steering_keys) == 6 and len(set(steering_keys)) == 2  # folded on vLLM, hooked on HF
 
 
 # -- the on-policy trainers' rollouts through vLLM (training/rollouts.py) -------------------------

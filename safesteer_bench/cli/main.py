@@ -191,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", default="hf", choices=["hf", "vllm"],
                      help="generation engine for the benchmark completions: hf (transformers, default) or vllm "
                           "(needs vLLM: `make setup-vllm`, then .venv-vllm/bin/safesteer-bench; bf16 unless --dtype). "
-                          "Methods with hooks or their own decoder (steering, alignbeam) stay on hf; the report "
-                          "names each method's engine")
+                          "Steering's add hook is folded into the weights vLLM serves; what cannot fold (ablation "
+                          "hooks, models without mlp_bias such as Gemma 3) and alignbeam's own decoder stay on hf; "
+                          "the report names each method's engine")
     _add_model_flags(run)
     add_model_args_flag(run)
     _add_data_flag(run)

@@ -4,9 +4,11 @@
 forward pass: the base model (its safetensors folder), LoRA students (vLLM's LoRA support, a
 ``LoRARequest`` on the saved peft adapter, or merged into the base weights: ``lora_mode``) and
 full students (their weights saved as a model
-folder). Policies with residual hooks (steering, teachers) or a decoder (alignbeam) stay on
-``HFEngine``: vLLM runs its own copy of the weights in another process, where our hooks do not
-exist. ``attach_engine`` makes that choice and records it.
+folder) and steered policies (their ``add`` hooks folded into MLP biases: modeling/fold.py).
+vLLM runs its own copy of the weights in another process, where our hooks do not exist, so what
+does not fold (ablation hooks, architectures without ``mlp_bias``, hooked students) and policies
+with their own decoder (alignbeam) stay on ``HFEngine``. ``attach_engine`` makes that choice and
+records it.
 
 Prompts are templated and tokenized by the same Hugging Face tokenizer as ``HFEngine``
 (``chat_text``, no added special tokens) and handed to vLLM as token ids, so both engines see the
@@ -240,15 +242,17 @@ def attach_engine(policy: Any, engine: str, base: Any, workdir: Path, dtype: str
 def _attach(policy: Any, engine: str, base: Any, workdir: Path, dtype: str | None) -> str:
     if engine == "hf":
         return "hf"
-    if policy.hooks or policy.decoder is not None:
-        log.info("%s: residual hooks or its own decoder, so it generates with the HF engine", policy.name)
+    if policy.decoder is not None:
+        log.info("%s: its own decoder, so it generates with the HF engine", policy.name)
         return "hf"
-    from safesteer_bench.modeling.models import _safetensors_folder
-
-    base_dir, _ = _safetensors_folder(base.spec)
     stops = stop_token_ids(base.model, base.tokenizer)
     dtype = dtype or DEFAULT_VLLM_DTYPE
     system = getattr(policy.engine, "system", None)
+    if policy.hooks:
+        return _attach_steered(policy, base, workdir, stops, dtype, system)
+    from safesteer_bench.modeling.models import _safetensors_folder
+
+    base_dir, _ = _safetensors_folder(base.spec)
     if policy.model is base.model:
         policy.engine = VLLMEngine(base.tokenizer, base_dir, stops, dtype, system=system)
         return policy.engine.name
@@ -264,6 +268,24 @@ def _attach(policy: Any, engine: str, base: Any, workdir: Path, dtype: str | Non
     else:
         folder = full_model_folder(policy.model, base.tokenizer, workdir / "vllm-model", artifact["weights_sha256"])
         policy.engine = VLLMEngine(base.tokenizer, folder, stops, dtype, system=system)
+    return policy.engine.name
+
+
+def _attach_steered(policy: Any, base: Any, workdir: Path, stops: Sequence[int], dtype: str,
+                    system: str | None) -> str:
+    """A hooked policy on the base model: its ``add`` hooks folded into weights (modeling/fold.py)
+    and served by vLLM; what cannot fold keeps its hook on HF, and the log says why."""
+    from safesteer_bench.modeling.fold import steered_model_folder, unfoldable_reason
+
+    reason = "a student model with hooks" if policy.model is not base.model else None
+    reason = reason or unfoldable_reason(policy.model, policy.hooks)
+    if reason is not None:
+        log.info("%s: residual hooks that do not fold into weights (%s), so it generates with the HF engine",
+                 policy.name, reason)
+        return "hf"
+    folder = steered_model_folder(policy.model, base.tokenizer, policy.hooks, workdir / "vllm-steered", dtype)
+    policy.engine = VLLMEngine(base.tokenizer, folder, stops, dtype, system=system)
+    policy.info["folded_hooks"] = [h.key() for h in policy.hooks]
     return policy.engine.name
 
 

@@ -92,7 +92,8 @@ class RunConfig:
     address: str | None = None  # --executor ray: a running cluster's address; None starts a local Ray
     workers: int | None = None  # jobs at once (a local Ray's CPUs); None: every CPU
     # Generation engine for safety/over-refusal completions: hf | vllm (modeling/vllm_engine.py);
-    # policies with hooks or a decoder always use hf, and each method's engine is recorded.
+    # steered policies go to vLLM with their hooks folded into weights where they fold
+    # (modeling/fold.py); the rest and decoders use hf, and each method's engine is recorded.
     engine: str = "hf"
 
     @property
@@ -693,8 +694,8 @@ class Runner:
         return keys
 
     def policy(self, name: str) -> Policy:
-        """The method's policy on the plan's engine (``--engine vllm``: vLLM where the policy has
-        no hooks or decoder, else HF); the engine used is kept for the judged rows' metadata."""
+        """The method's policy on the plan's engine (``--engine vllm``: vLLM unless its hooks do
+        not fold or it has its own decoder, else HF); the engine used is kept for the judged rows' metadata."""
         from safesteer_bench.modeling.vllm_engine import attach_engine
 
         policy = self._prepared_policy(name)
