@@ -55,8 +55,13 @@ baseline: $(STAMP)
 	mkdir -p reports/smoke-baseline
 	cp runs/ci-smoke/results.json runs/ci-smoke/report.html runs/ci-smoke/budget.json reports/smoke-baseline/
 
+# Two pytest workers (pytest-xdist), one torch thread each (tests/conftest.py), whole files per
+# worker so module fixtures are built once: the real-model tests run single-threaded, so two of
+# them at once use both cores. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q --durations=25 $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q --durations=25 \
+		$(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 SAFESTEER_BENCH_DATA=$(DATA) $(BIN)/pytest -q -m "not real" $(PYTEST_ARGS)

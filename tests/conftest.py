@@ -12,6 +12,14 @@ DATA_DIR = Path(os.environ.get("SAFESTEER_BENCH_TEST_DATA") or REPO.parent / "sh
 # Tests that do not name a profile run the CI-sized one (a plain `run` on CPU defaults to quick);
 # subprocesses inherit it. tests/test_estimate.py unsets it to test the device default.
 os.environ.setdefault("SAFESTEER_BENCH_PROFILE", "smoke")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on the 2 cores: one intra-op thread each (and in the
+    # runs they start), or two workers' OpenMP pools oversubscribe the cores and crawl.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

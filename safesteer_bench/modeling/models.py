@@ -377,12 +377,19 @@ def model_identity(spec: ModelSpec) -> str:
 
 def _cached_conversion(gguf: Path) -> tuple[str, str]:
     """Dequantize a GGUF file to safetensors under the cache dir, keyed by the file's sha256."""
+    from filelock import FileLock
+
     digest = _file_sha256(gguf)
     target = cache_dir() / "models" / f"{gguf.stem}-{digest[:12]}"
     if (target / "model.safetensors").exists() and (target / "done.json").exists():
         return str(target), digest
-    _convert_gguf(gguf, target)
-    (target / "done.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes loading the model for the first time (parallel runs or test workers) would
+    # otherwise write the same .partial folder at once: one converts, the other waits and reuses it.
+    with FileLock(str(target) + ".lock"):
+        if not ((target / "model.safetensors").exists() and (target / "done.json").exists()):
+            _convert_gguf(gguf, target)
+            (target / "done.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
     return str(target), digest
 
 
