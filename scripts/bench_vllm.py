@@ -6,6 +6,10 @@ batch sizes (the profiles' ``batch_size``: 16 for smoke/quick, 64 for demo; vLLM
 (``Completion.new_tokens``: up to and including the first end-of-turn token). vLLM's engine start
 (process spawn, weight load, torch.compile warm-up unless ``--eager``) is reported apart from its
 tokens/s, and an "incl. start" column charges it to the one generation call.
+``--steer LAYER``: the same for a steered policy (an ``add`` hook at block LAYER): HF with the
+hook installed, vLLM on the weights with the hook folded in (modeling/fold.py; the fold's one-off
+write is reported in the start column). The direction is random with a typical norm: the cost of
+a constant added to the residual stream does not depend on its value.
 Not a test: figures vary with the machine's load. Needs vLLM (.venv-vllm):
 
     .venv-vllm/bin/python scripts/bench_vllm.py [--prompts 64] [--max-new-tokens 64] [--batch-sizes 16,64]
@@ -17,6 +21,8 @@ import argparse
 import logging
 import os
 import time
+from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -26,9 +32,15 @@ from safesteer_bench.modeling.models import _safetensors_folder, load_model, res
 from safesteer_bench.modeling.vllm_engine import VLLMEngine, shutdown_engines
 
 
+HOOKS: tuple = ()  # set by --steer: the hooks every HF generation runs with
+
+
 def timed(engine, prompts, cfg) -> tuple[float, int]:
+    from safesteer_bench.modeling.hooks import installed
+
     start = time.perf_counter()
-    out = engine.generate(prompts, cfg, progress=False)
+    with installed(engine.model, HOOKS) if HOOKS and hasattr(engine, "model") else nullcontext():
+        out = engine.generate(prompts, cfg, progress=False)
     return time.perf_counter() - start, sum(c.new_tokens for c in out)
 
 
@@ -45,9 +57,13 @@ def hf_rows(loaded, prompts, cfg) -> list[tuple[str, float, int, float]]:
 
 
 def vllm_row(loaded, folder, prompts, cfg, eager: bool) -> tuple[str, float, int, float]:
+    start = time.perf_counter()
+    if HOOKS:  # the steered policy: its hook folded into a model folder (written once, timed as start)
+        from safesteer_bench.modeling.fold import steered_model_folder
+
+        folder = steered_model_folder(loaded.model, loaded.tokenizer, HOOKS, Path("runs/bench-steered"), "bfloat16")
     engine = VLLMEngine(loaded.tokenizer, folder, stop_token_ids(loaded.model, loaded.tokenizer),
                         "bfloat16", eager=eager)
-    start = time.perf_counter()
     engine.generate(prompts[:2], GenConfig(max_new_tokens=4, batch_size=cfg.batch_size), progress=False)
     started = time.perf_counter() - start  # engine start + a 2-prompt warm-up
     seconds, tokens = timed(engine, prompts, cfg)
@@ -67,12 +83,21 @@ def main() -> None:
                         help="torch threads for the HF engine (default 1: vLLM's CPU backend binds one core on "
                              "a 2-core machine, and 2 OpenMP threads on a shared 2-core machine crawl)")
     parser.add_argument("--data-dir", default=os.environ.get("SAFESTEER_BENCH_DATA"))
+    parser.add_argument("--steer", type=int, default=None, metavar="LAYER",
+                        help="measure a steered policy (an add hook at block LAYER) instead of the base model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
 
     loaded = load_model(resolve_model(args.model))
     folder, _ = _safetensors_folder(loaded.spec)
+    if args.steer is not None:
+        global HOOKS
+        from safesteer_bench.modeling.hooks import ResidualHook
+
+        # A random direction (norm 8, arbitrary): the cost of adding a constant does not depend on it.
+        direction = torch.randn(loaded.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        HOOKS = (ResidualHook(args.steer, direction / direction.norm() * 8.0),)
     prompts = [p.text for p in seeded_subset(load_advbench(args.data_dir), args.prompts, seed=1)]
     eager = {"no": [False], "yes": [True], "both": [False, True]}[args.eager]
     lines = [f"{'batch':>5} {'engine':<20} {'new tok':>8} {'gen s':>7} {'tok/s':>7} {'vs hf fp32':>10} "
@@ -84,11 +109,13 @@ def main() -> None:
         measured = iter(hf + [None] * len(eager))  # vLLM rows are measured as they are printed
         for row in (r or vllm_row(loaded, folder, prompts, cfg, e) for r, e in zip(measured, [None] * 2 + eager)):
             name, seconds, tokens, start = row
+            name = f"{name} steered" if HOOKS else name
             rate = tokens / seconds
             lines.append(f"{batch:>5} {name:<20} {tokens:>8} {seconds:>7.1f} {rate:>7.1f} {rate / reference:>9.2f}x "
                          f"{start:>8.1f} {tokens / (seconds + start):>18.1f}")
             print(lines[-1], flush=True)
-    print(f"\n{args.model}, {len(prompts)} AdvBench prompts x {args.max_new_tokens} new tokens, greedy; "
+    what = f"steered at block {args.steer}, " if HOOKS else ""
+    print(f"\n{args.model}, {what}{len(prompts)} AdvBench prompts x {args.max_new_tokens} new tokens, greedy; "
           f"HF torch threads {args.threads}\n" + "\n".join(lines))
 
 
