@@ -186,7 +186,7 @@ def test_vllm_greedy_equals_hf_on_the_tiny_model_and_a_lora_student(tmp_path, mo
 
 @needs_vllm
 def test_vllm_serves_a_steered_policy_greedy_equal_to_the_hook(tmp_path):
-    """A steered policy (add hooks at block 0 and a middle block) folded into weights and served
+    """A steered policy (add hooks at blocks 0 and 1) folded into weights and served
     by vLLM, against the hooked model on HF, both fp32 (modeling/fold.py)."""
     import torch
 
@@ -199,7 +199,7 @@ def test_vllm_serves_a_steered_policy_greedy_equal_to_the_hook(tmp_path):
     base = load_model(resolve_model(str(_tiny_folder(tmp_path))), dtype="float32")
     gen = torch.Generator().manual_seed(1)
     hidden = base.model.config.hidden_size
-    hooks = (ResidualHook(2, torch.randn(hidden, generator=gen), coef=3.0),
+    hooks = (ResidualHook(1, torch.randn(hidden, generator=gen), coef=3.0),  # the tiny model has 2 blocks
              ResidualHook(0, torch.randn(hidden, generator=gen), coef=1.0))
     cfg = GenConfig(max_new_tokens=24, batch_size=8)
     hooked = Policy("steering", base.model, base.tokenizer, "fp", hooks=hooks)
